@@ -1,0 +1,82 @@
+# FMU Gateway: `make run` starts it on embedded defaults, `make test` runs the suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+WORKER_CONCURRENCY ?= 2
+
+# What the test suite talks to (started by `make services` when down).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/fmugateway
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: run serve install install-dev system-packages services test lint format bench clean
+
+$(VENV)/.runtime-installed: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.runtime-installed requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+install: $(VENV)/.runtime-installed
+
+install-dev: $(VENV)/.dev-installed
+
+## run: install, migrate and start web + worker on the embedded defaults.
+run: install serve
+
+serve:
+	@$(PY) manage.py migrate --noinput -v0
+	@$(PY) manage.py createcachetable
+	@$(PY) manage.py collectstatic --noinput -v0
+	@echo ""
+	@echo "  FMU Gateway is running at http://$(HOST):$(PORT)/"
+	@echo "  Create an API key:  $(PY) manage.py create_api_key --email you@example.com --create-user"
+	@echo "  Then:               curl -H 'Authorization: Bearer <key>' http://$(HOST):$(PORT)/api/v1/account"
+	@echo "  Stop with Ctrl-C."
+	@echo ""
+	@trap 'kill $$(jobs -p) 2>/dev/null; wait' EXIT INT TERM; \
+	$(VENV)/bin/celery -A fmugateway worker --loglevel=INFO --concurrency=$(WORKER_CONCURRENCY) & \
+	$(VENV)/bin/gunicorn fmugateway.wsgi -c fmugateway/gunicorn.conf.py --bind $(HOST):$(PORT) & \
+	wait -n
+
+## system-packages: what the sandbox and browser tests need from Debian.
+system-packages:
+	@command -v bwrap >/dev/null || { apt-get update -qq && apt-get install -y -qq bubblewrap; }
+
+## services: start PostgreSQL and Redis if they are down.
+services:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; pg_isready -h 127.0.0.1 -p 5432
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
+	@for i in $$(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 1; done; redis-cli -h 127.0.0.1 -p 6379 ping
+
+## test: install, start what the tests need, run the whole suite against PostgreSQL.
+test: install-dev system-packages services
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	DATABASE_URL=$(TEST_DATABASE_URL) TEST_REDIS_URL=$(TEST_REDIS_URL) \
+	SECRET_KEY=test-only-secret-key-not-for-production VAR_DIR=$(CURDIR)/var/test \
+	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing on purpose." >&2; exit 1; fi; \
+	exit $$status
+
+lint: install-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install-dev
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: install-dev services
+	DATABASE_URL=$(TEST_DATABASE_URL) SECRET_KEY=bench-only-secret-key VAR_DIR=$(CURDIR)/var/bench \
+	$(PY) -m bench
+
+clean:
+	rm -rf var $(VENV)

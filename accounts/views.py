@@ -1,0 +1,57 @@
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from accounts.forms import ApiKeyCreateForm, SignupForm
+from accounts.models import ApiKey
+from accounts.selectors import api_key_for_user, api_keys_for_user
+from accounts.services import api_key_create, api_key_revoke, user_create
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = user_create(
+            email=form.cleaned_data["email"], password=form.cleaned_data["password1"]
+        )
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, "Welcome! Create an API key to call the API.")
+        return redirect("accounts:keys")
+    return render(request, "registration/signup.html", {"form": form})
+
+
+@login_required
+def api_keys(request: HttpRequest) -> HttpResponse:
+    """List keys; a POST creates one and shows its plaintext in this response only."""
+    form = ApiKeyCreateForm(request.POST or None)
+    new_key = None
+    if request.method == "POST" and form.is_valid():
+        _api_key, new_key = api_key_create(
+            user=request.user,
+            name=form.cleaned_data["name"],
+            expires_at=form.cleaned_data["expires_at"],
+        )
+        form = ApiKeyCreateForm()
+    response = render(
+        request,
+        "accounts/api_keys.html",
+        {"form": form, "api_keys": api_keys_for_user(user=request.user), "new_key": new_key},
+    )
+    if new_key:
+        response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_POST
+def api_key_revoke_view(request: HttpRequest, key_id: int) -> HttpResponse:
+    try:
+        api_key = api_key_for_user(user=request.user, key_id=key_id)
+    except ApiKey.DoesNotExist as exc:
+        raise Http404 from exc
+    api_key_revoke(api_key=api_key)
+    messages.success(request, f"Key {api_key.prefix} revoked; it stops working immediately.")
+    return redirect("accounts:keys")

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class FmuGatewayConfig(AppConfig):
+    name = "fmugateway"
+    verbose_name = "FMU Gateway"

@@ -1,0 +1,87 @@
+"""Liveness and readiness: what a load balancer and an operator ask first."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.cache import never_cache
+from kombu import Connection
+
+logger = logging.getLogger(__name__)
+
+BROKER_TIMEOUT_SECONDS = 2.0
+
+
+def check_database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+
+
+def check_broker() -> None:
+    broker = Connection(
+        settings.CELERY_BROKER_URL,
+        transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+        connect_timeout=BROKER_TIMEOUT_SECONDS,
+    )
+    try:
+        broker.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
+    finally:
+        broker.release()
+
+
+def check_storage() -> None:
+    """Write and delete a tiny probe: readable is not enough, uploads need writable."""
+    name = default_storage.save(f"readyz/{uuid.uuid4().hex}", ContentFile(b"ok"))
+    default_storage.delete(name)
+
+
+READINESS_CHECKS = {
+    "database": check_database,
+    "broker": check_broker,
+    "storage": check_storage,
+}
+
+
+def readiness() -> dict[str, str]:
+    """Run every check; a failing one reads "error: <reason>"."""
+    results = {}
+    for name, check in READINESS_CHECKS.items():
+        try:
+            check()
+        except Exception as exc:  # any failure means "not ready", with the reason shown
+            logger.warning("readiness check %s failed: %s", name, exc)
+            results[name] = f"error: {exc.__class__.__name__}: {exc}"[:300]
+        else:
+            results[name] = "ok"
+    return results
+
+
+@never_cache
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+@never_cache
+def readyz(request: HttpRequest) -> JsonResponse:
+    checks = readiness()
+    failing = sorted(name for name, result in checks.items() if result != "ok")
+    if failing:
+        return JsonResponse(
+            {
+                "type": "https://fmugateway.dev/errors/unavailable",
+                "title": "Service unavailable",
+                "status": 503,
+                "detail": f"Not ready: {', '.join(failing)} unreachable.",
+                "checks": checks,
+            },
+            status=503,
+            content_type="application/problem+json",
+        )
+    return JsonResponse({"status": "ok", "checks": checks})

@@ -1,0 +1,106 @@
+"""Real gunicorn processes on the test database, for tests about shared state."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from django.conf import settings
+from django.db import connection
+
+PROJECT_DIR = Path(settings.BASE_DIR)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_database_url() -> str:
+    """The URL of the database this test runs on (pytest-django's test_ database)."""
+    db = connection.settings_dict
+    if connection.vendor != "postgresql":
+        raise RuntimeError("Live-server tests need PostgreSQL: run them through `make test`.")
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    user = db.get("USER") or "postgres"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
+
+
+def server_environment(**overrides: str) -> dict[str, str]:
+    environment = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/root"),
+        "DATABASE_URL": test_database_url(),
+        "SECRET_KEY": settings.SECRET_KEY,
+        "VAR_DIR": str(settings.VAR_DIR),
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "STATIC_ROOT": str(settings.STATIC_ROOT),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+    }
+    environment.update(overrides)
+    return environment
+
+
+@dataclass
+class LiveServer:
+    process: subprocess.Popen
+    url: str
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def start_gunicorn(*, environment: dict[str, str], timeout: float = 30.0) -> LiveServer:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "fmugateway.wsgi",
+            "-c",
+            "fmugateway/gunicorn.conf.py",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--access-logfile",
+            "/dev/null",
+        ],
+        cwd=PROJECT_DIR,
+        env=environment,
+        start_new_session=True,
+    )
+    server = LiveServer(process=process, url=f"http://127.0.0.1:{port}")
+    wait_until_healthy(server.url, timeout=timeout, process=process)
+    return server
+
+
+def wait_until_healthy(url: str, *, timeout: float, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early with code {process.returncode}")
+        try:
+            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url}/healthz did not answer within {timeout} s")

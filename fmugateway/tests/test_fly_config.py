@@ -1,0 +1,29 @@
+"""fly.toml keeps every piece of state off the machines' own disks."""
+
+import tomllib
+
+from django.conf import settings
+
+
+def fly_config() -> dict:
+    return tomllib.loads((settings.BASE_DIR / "fly.toml").read_text())
+
+
+def test_web_and_worker_process_groups_and_a_release_migration():
+    config = fly_config()
+    assert config["processes"]["web"].startswith("gunicorn fmugateway.wsgi")
+    assert config["processes"]["worker"].startswith("celery -A fmugateway worker")
+    assert "migrate" in config["deploy"]["release_command"]
+
+
+def test_health_checks_hit_healthz_on_the_explicit_internal_port():
+    service = fly_config()["http_service"]
+    assert service["internal_port"] == 8000
+    assert "0.0.0.0:8000" in fly_config()["processes"]["web"]
+    assert [check["path"] for check in service["checks"]] == ["/healthz"]
+
+
+def test_no_per_machine_state_is_configured():
+    config = fly_config()
+    assert "mounts" not in config  # no volumes: a volume belongs to one machine
+    assert "DATABASE_URL" not in config.get("env", {})  # a secret, never a local file
