@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKER_CONCURRENCY ?= 2
+VAR_DIR_ABS := $(CURDIR)/var
 
 # What the test suite talks to (started by `make services` when down).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/fmugateway
@@ -40,8 +41,11 @@ serve:
 	@echo "  Then:               curl -H 'Authorization: Bearer <key>' http://$(HOST):$(PORT)/api/v1/account"
 	@echo "  Stop with Ctrl-C."
 	@echo ""
+	@# The worker gets its own session: a Ctrl-C to the whole group would kill its pool
+	@# children under it and hang its shutdown; the trap stops it cleanly instead.
 	@trap 'kill $$(jobs -p) 2>/dev/null; wait' EXIT INT TERM; \
-	$(VENV)/bin/celery -A fmugateway worker --loglevel=INFO --concurrency=$(WORKER_CONCURRENCY) & \
+	setsid $(VENV)/bin/celery -A fmugateway worker -B -s $(VAR_DIR_ABS)/celerybeat-schedule \
+		--loglevel=INFO --concurrency=$(WORKER_CONCURRENCY) & \
 	$(VENV)/bin/gunicorn fmugateway.wsgi -c fmugateway/gunicorn.conf.py --bind $(HOST):$(PORT) & \
 	wait -n
 

@@ -1,16 +1,18 @@
 import pytest
-from django.conf import settings
 from django.core.management import call_command
 
 from accounts.tests.factories import UserFactory
-from fmugateway.tests.live_server import server_environment, start_gunicorn
+from fmugateway.tests.live_server import (
+    server_environment,
+    start_celery_worker,
+    start_gunicorn,
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def collected_static():
-    """Pages use whitenoise's manifest storage, which needs collectstatic once."""
-    if not (settings.STATIC_ROOT / "staticfiles.json").exists():
-        call_command("collectstatic", "--noinput", verbosity=0)
+    """Pages use whitenoise's manifest storage, which needs an up-to-date collectstatic."""
+    call_command("collectstatic", "--noinput", verbosity=0)
 
 
 @pytest.fixture(autouse=True)
@@ -61,3 +63,36 @@ def live_servers(transactional_db):
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def redis_broker_url():
+    """A Redis database of its own for queue tests, emptied before use."""
+    import os
+
+    import redis
+
+    base = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0]
+    url = f"{base}/15"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture
+def live_workers(transactional_db, tmp_path):
+    """Start real Celery worker processes on this test's database; stopped afterwards."""
+    started = []
+
+    def start(*, concurrency: int = 2, **environment: str):
+        log_path = tmp_path / f"worker-{len(started)}.log"
+        worker = start_celery_worker(
+            environment=server_environment(**environment),
+            log_path=log_path,
+            concurrency=concurrency,
+        )
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()

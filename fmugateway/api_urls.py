@@ -1,7 +1,9 @@
 from django.urls import path
 
 from accounts import api as accounts_api
+from simulations.urls import api_urlpatterns as simulations_api
 
 urlpatterns = [
     path("account", accounts_api.AccountApi.as_view(), name="api-account"),
+    *simulations_api,
 ]

@@ -102,6 +102,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "fmugateway.middleware.RequestSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -207,6 +208,12 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT") or VAR_DIR / "static")
 STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    # plotly.js served from the pip package: no CDN, no vendored copy in the repo.
+    "fmugateway.staticfinders.PlotlyJsFinder",
+]
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT") or VAR_DIR / "media")
 STORAGES = {
@@ -269,9 +276,39 @@ SIMULATION_PRICE_CURRENCY = env_str("SIMULATION_PRICE_CURRENCY", "usd")
 PAYMENT_TOKEN_TTL = env_int("PAYMENT_TOKEN_TTL", 30 * 60)
 CHECKOUT_SESSION_TTL = env_int("CHECKOUT_SESSION_TTL", 60 * 60)
 
+# --- simulations: upload caps and what one run may use ----------------------------
+FMU_MAX_UPLOAD_BYTES = env_int("FMU_MAX_UPLOAD_BYTES", 200 * 1024 * 1024)
+FMU_MAX_ENTRIES = env_int("FMU_MAX_ENTRIES", 10_000)
+FMU_MAX_UNCOMPRESSED_BYTES = env_int("FMU_MAX_UNCOMPRESSED_BYTES", 2 * 1024**3)
+FMU_MAX_COMPRESSION_RATIO = env_int("FMU_MAX_COMPRESSION_RATIO", 200)
+# Every upload is streamed to a temporary file while it is hashed; none sits in memory.
+FILE_UPLOAD_HANDLERS = ["simulations.uploads.HashingUploadHandler"]
+SIMULATION_CPU_SECONDS = env_int("SIMULATION_CPU_SECONDS", 300)
+SIMULATION_MEMORY_BYTES = env_int("SIMULATION_MEMORY_BYTES", 2 * 1024**3)
+SIMULATION_RESULT_MAX_BYTES = env_int("SIMULATION_RESULT_MAX_BYTES", 512 * 1024**2)
+SIMULATION_MAX_PROCESSES = env_int("SIMULATION_MAX_PROCESSES", 8)
+SIMULATION_MAX_WALL_SECONDS = env_int("SIMULATION_MAX_WALL_SECONDS", 600)
+SIMULATION_DEFAULT_WALL_SECONDS = env_int("SIMULATION_DEFAULT_WALL_SECONDS", 120)
+SIMULATION_MAX_OUTPUT_POINTS = env_int("SIMULATION_MAX_OUTPUT_POINTS", 2_000_000)
+SIMULATION_MAX_INPUT_ROWS = env_int("SIMULATION_MAX_INPUT_ROWS", 100_000)
+# A running run renews its lease while it reports progress; a run whose lease ran
+# out (its worker died) is failed by the reconciliation task.
+SIMULATION_LEASE_SECONDS = env_int("SIMULATION_LEASE_SECONDS", 60)
+SIMULATION_WAIT_MAX_SECONDS = 30
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-stale-simulations": {
+        "task": "simulations.tasks.reconcile_stale_simulations",
+        "schedule": 60.0,
+    },
+}
+
 # --- API --------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.ApiKeyAuthentication"],
+    # Sessions too, so portal pages can read the same JSON (with CSRF on writes).
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
@@ -283,6 +320,8 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {"user": env_str("API_RATE_LIMIT", "600/min")},
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
+    # ?format=csv|json selects a result format, not a DRF renderer.
+    "URL_FORMAT_OVERRIDE": None,
 }
 
 LOGGING = {

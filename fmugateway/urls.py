@@ -19,5 +19,6 @@ urlpatterns = [
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/", include("accounts.urls")),
+    path("portal/", include("simulations.portal_urls")),
     path("api/v1/", include("fmugateway.api_urls")),
 ]

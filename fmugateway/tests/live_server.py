@@ -104,3 +104,51 @@ def wait_until_healthy(url: str, *, timeout: float, process: subprocess.Popen) -
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{url}/healthz did not answer within {timeout} s")
+
+
+@dataclass
+class LiveWorker:
+    process: subprocess.Popen
+    log_path: Path
+
+    def stop(self) -> None:
+        LiveServer.stop(self)  # same process-group handling
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_celery_worker(
+    *, environment: dict[str, str], log_path: Path, concurrency: int = 2, timeout: float = 60.0
+) -> LiveWorker:
+    """A real `celery worker` process; returns once it reports ready."""
+    log_file = log_path.open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "fmugateway",
+            "worker",
+            "--loglevel=INFO",
+            f"--concurrency={concurrency}",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        cwd=PROJECT_DIR,
+        env=environment,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    worker = LiveWorker(process=process, log_path=log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"celery worker exited early:\n{worker.log()}")
+        if " ready." in worker.log():
+            return worker
+        time.sleep(0.2)
+    worker.stop()
+    raise RuntimeError(f"celery worker not ready within {timeout} s:\n{worker.log()}")

@@ -35,7 +35,7 @@ def test_make_run_serves_healthz_with_no_environment(tmp_path):
         while time.monotonic() < deadline and process.poll() is None:
             try:
                 healthy = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or still booting
                 healthy = False
             if healthy:
                 break

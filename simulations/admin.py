@@ -1,0 +1,81 @@
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from fmugateway.problems import DomainError
+from simulations import services
+from simulations.models import Model, Simulation
+
+
+@admin.register(Model)
+class ModelAdmin(admin.ModelAdmin):
+    list_display = ("model_name", "owner", "fmi_version", "file_name", "size", "created_at")
+    list_filter = ("fmi_version",)
+    search_fields = ("model_name", "file_name", "sha256", "owner__email", "id")
+    list_select_related = ("owner",)
+    readonly_fields = [field.name for field in Model._meta.fields] + ["variables_count"]
+    exclude = ("summary",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(Simulation)
+class SimulationAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "owner",
+        "model_name",
+        "status",
+        "progress",
+        "created_at",
+        "finished_at",
+        "error_code",
+    )
+    list_filter = ("status", "error_code", "created_at")
+    search_fields = ("id", "owner__email", "model_name", "model__id", "idempotency_key")
+    list_select_related = ("owner",)
+    date_hierarchy = "created_at"
+    readonly_fields = [field.name for field in Simulation._meta.fields]
+    fieldsets = (
+        (None, {"fields": ("id", "owner", "model", "model_name", "status", "progress", "charge")}),
+        ("Request", {"fields": ("params", "idempotency_key")}),
+        (
+            "Timings",
+            {
+                "fields": (
+                    "created_at",
+                    "started_at",
+                    "finished_at",
+                    "cpu_seconds",
+                    "wall_seconds",
+                    "lease_expires_at",
+                    "cancel_requested_at",
+                    "attempts",
+                )
+            },
+        ),
+        ("Error and log", {"fields": ("error_code", "error_message", "log_tail")}),
+        ("Result", {"fields": ("result_name", "result_rows", "result_columns", "result_units")}),
+    )
+    actions = ["cancel_runs", "retry_runs"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Cancel selected runs")
+    def cancel_runs(self, request: HttpRequest, queryset: QuerySet[Simulation]) -> None:
+        self._apply(request, queryset, services.simulation_cancel, "cancel requested")
+
+    @admin.action(description="Retry selected runs (free, same parameters)")
+    def retry_runs(self, request: HttpRequest, queryset: QuerySet[Simulation]) -> None:
+        self._apply(request, queryset, services.simulation_retry, "retry queued")
+
+    def _apply(self, request, queryset, service, done: str) -> None:
+        for simulation in queryset:
+            try:
+                service(simulation=simulation)
+            except DomainError as error:
+                messages.warning(request, f"{simulation.pk}: {error.detail}")
+            else:
+                messages.success(request, f"{simulation.pk}: {done}")

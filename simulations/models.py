@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Model(models.Model):
+    """An uploaded FMU, one row per owner; the file itself is stored once per sha256."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="models"
+    )
+    file_name = models.CharField(max_length=255)
+    sha256 = models.CharField(max_length=64, db_index=True)
+    size = models.BigIntegerField()
+    storage_name = models.CharField(max_length=255)
+    model_name = models.CharField(max_length=255)
+    description = models.TextField(blank=True)
+    fmi_version = models.CharField(max_length=3)
+    guid = models.CharField(max_length=255, blank=True)
+    generation_tool = models.CharField(max_length=255, blank=True)
+    fmi_types = models.JSONField(default=list)
+    runnable_fmi_types = models.JSONField(default=list)
+    platforms = models.JSONField(default=list)
+    default_experiment = models.JSONField(default=dict)
+    # FMUSummary.to_json(): variables, model identifiers, states; see simulations.fmu.
+    summary = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.model_name} ({self.file_name})"
+
+    @property
+    def variables(self) -> list[dict]:
+        return self.summary.get("variables", [])
+
+    @property
+    def variables_count(self) -> int:
+        return len(self.variables)
+
+
+class SimulationStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+
+FINISHED_STATUSES = (
+    SimulationStatus.SUCCEEDED,
+    SimulationStatus.FAILED,
+    SimulationStatus.CANCELLED,
+    SimulationStatus.TIMED_OUT,
+)
+
+
+class Simulation(models.Model):
+    """One run of a model with one set of parameters."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="simulations"
+    )
+    # A finished run outlives its model (its result stays downloadable).
+    model = models.ForeignKey(
+        Model, null=True, on_delete=models.SET_NULL, related_name="simulations"
+    )
+    model_name = models.CharField(max_length=255)
+    status = models.CharField(
+        max_length=16, choices=SimulationStatus.choices, default=SimulationStatus.QUEUED
+    )
+    progress = models.FloatField(default=0.0)
+    params = models.JSONField()
+    # NULL, not "", when absent: the unique constraint applies only to given keys.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    request_fingerprint = models.CharField(max_length=64, blank=True)
+    charge = models.JSONField(default=dict)
+
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    log_tail = models.TextField(blank=True)
+
+    result_name = models.CharField(max_length=255, blank=True)
+    result_rows = models.BigIntegerField(null=True, blank=True)
+    result_columns = models.JSONField(default=list, blank=True)
+    result_units = models.JSONField(default=dict, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    cpu_seconds = models.FloatField(null=True, blank=True)
+    wall_seconds = models.FloatField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"]),
+            models.Index(fields=["status", "lease_expires_at"]),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="unique_idempotency_key_per_owner",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_name} run {self.id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    @property
+    def queued_at(self):
+        return self.created_at

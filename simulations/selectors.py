@@ -1,0 +1,31 @@
+"""Reads of models and runs, always scoped to their owner (another's id is simply not found)."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db.models import QuerySet
+
+from simulations.models import Model, Simulation
+
+
+def models_for_owner(*, owner) -> QuerySet[Model]:
+    return Model.objects.filter(owner=owner)
+
+
+def model_for_owner(*, owner, model_id: uuid.UUID | str) -> Model:
+    """Raises Model.DoesNotExist for another account's model, as for a missing one."""
+    return models_for_owner(owner=owner).get(pk=model_id)
+
+
+def simulations_for_owner(*, owner) -> QuerySet[Simulation]:
+    return Simulation.objects.filter(owner=owner)
+
+
+def simulation_for_owner(*, owner, simulation_id: uuid.UUID | str) -> Simulation:
+    return simulations_for_owner(owner=owner).get(pk=simulation_id)
+
+
+def storage_object_in_use(*, storage_name: str) -> bool:
+    """Whether any model row, of any owner, still points at this stored FMU."""
+    return Model.objects.filter(storage_name=storage_name).exists()

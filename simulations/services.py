@@ -1,0 +1,427 @@
+"""Writes for models and runs: uploads, run creation, execution, cancel, reconciliation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from billing.services import charge_for_run, refund_run_charge
+from fmugateway.problems import DomainError
+from simulations import runner
+from simulations.fmu import FMULimits, InvalidFMU, inspect_fmu
+from simulations.models import FINISHED_STATUSES, Model, Simulation, SimulationStatus
+from simulations.params import simulation_params
+from simulations.selectors import storage_object_in_use
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_WRITE_INTERVAL_SECONDS = 0.5
+CANCEL_POLL_INTERVAL_SECONDS = 0.5
+
+
+class FMURejected(DomainError):
+    """An upload that is not a usable FMU (the code says which check failed)."""
+
+    def __init__(self, invalid: InvalidFMU) -> None:
+        super().__init__(invalid.message, code=invalid.code.replace("_", "-"))
+        self.status_code = invalid.status
+
+
+class ModelInUse(DomainError):
+    status_code = 409
+    code = "model-in-use"
+
+
+class SimulationConflict(DomainError):
+    status_code = 409
+    code = "conflict"
+
+
+class IdempotencyKeyReused(DomainError):
+    status_code = 409
+    code = "idempotency-key-reused"
+
+
+# --- models ----------------------------------------------------------------------------
+
+
+def fmu_limits() -> FMULimits:
+    return FMULimits(
+        max_entries=settings.FMU_MAX_ENTRIES,
+        max_uncompressed_bytes=settings.FMU_MAX_UNCOMPRESSED_BYTES,
+        max_compression_ratio=settings.FMU_MAX_COMPRESSION_RATIO,
+    )
+
+
+def fmu_storage_name(sha256: str) -> str:
+    return f"fmus/{sha256[:2]}/{sha256}.fmu"
+
+
+def model_upload(*, owner, file_path: Path, file_name: str, sha256: str, size: int) -> Model:
+    """Check an uploaded FMU on local disk, store it once per content, and record it for owner.
+
+    Nothing reaches storage unless the FMU passed every check.
+    """
+    file_path = Path(file_path)
+    try:
+        summary = inspect_fmu(file_path, limits=fmu_limits())
+    except InvalidFMU as invalid:
+        raise FMURejected(invalid) from invalid
+    storage_name = fmu_storage_name(sha256)
+    _store_once(storage_name, file_path)
+    return Model.objects.create(
+        owner=owner,
+        file_name=Path(file_name).name[:255] or "model.fmu",
+        sha256=sha256,
+        size=size,
+        storage_name=storage_name,
+        model_name=summary.model_name,
+        description=summary.description or "",
+        fmi_version=summary.fmi_version,
+        guid=summary.guid,
+        generation_tool=summary.generation_tool or "",
+        fmi_types=summary.fmi_types,
+        runnable_fmi_types=summary.runnable_fmi_types,
+        platforms=summary.platforms,
+        default_experiment=summary.default_experiment,
+        summary=summary.to_json(),
+    )
+
+
+def _store_once(storage_name: str, file_path: Path) -> None:
+    if default_storage.exists(storage_name):
+        return
+    with file_path.open("rb") as handle:
+        saved_name = default_storage.save(storage_name, File(handle))
+    if saved_name != storage_name:
+        # Another upload of the same content won the race; keep one copy.
+        default_storage.delete(saved_name)
+
+
+def model_delete(*, model: Model) -> None:
+    """Delete the row; the stored file goes only when no other row (any owner) uses it."""
+    active = model.simulations.filter(
+        status__in=[SimulationStatus.QUEUED, SimulationStatus.RUNNING]
+    ).exists()
+    if active:
+        raise ModelInUse("The model has queued or running simulations; cancel them first.")
+    storage_name = model.storage_name
+    model.delete()
+    if not storage_object_in_use(storage_name=storage_name):
+        transaction.on_commit(lambda: _delete_if_unused(storage_name))
+
+
+def _delete_if_unused(storage_name: str) -> None:
+    if not storage_object_in_use(storage_name=storage_name):
+        default_storage.delete(storage_name)
+
+
+# --- creating runs -----------------------------------------------------------------------
+
+
+def request_fingerprint(*, model_id: str, request: dict) -> str:
+    canonical = json.dumps({"model": str(model_id), **request}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def simulation_create(
+    *,
+    owner,
+    model: Model,
+    request: dict,
+    idempotency_key: str | None = None,
+    payment_token: str | None = None,
+) -> tuple[Simulation, bool]:
+    """Validate, pay for and queue one run; returns (run, created).
+
+    A repeated Idempotency-Key with the same request returns the first run and charges once.
+    """
+    fingerprint = request_fingerprint(model_id=str(model.pk), request=request)
+    if idempotency_key:
+        existing = _replayed_simulation(owner, idempotency_key, fingerprint)
+        if existing is not None:
+            return existing, False
+    params = simulation_params(model=model, request=request)
+    try:
+        with transaction.atomic():
+            charge = charge_for_run(user=owner, payment_token=payment_token)
+            simulation = Simulation.objects.create(
+                owner=owner,
+                model=model,
+                model_name=model.model_name,
+                params=params,
+                idempotency_key=idempotency_key or None,
+                request_fingerprint=fingerprint,
+                charge=charge,
+            )
+            Model.objects.filter(pk=model.pk).update(last_used_at=timezone.now())
+            transaction.on_commit(lambda: _enqueue(simulation.pk))
+    except IntegrityError:
+        # A concurrent request with the same Idempotency-Key committed first.
+        existing = _replayed_simulation(owner, idempotency_key, fingerprint)
+        if existing is None:
+            raise
+        return existing, False
+    return simulation, True
+
+
+def _replayed_simulation(owner, idempotency_key: str, fingerprint: str) -> Simulation | None:
+    existing = Simulation.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
+    if existing is not None and existing.request_fingerprint != fingerprint:
+        raise IdempotencyKeyReused(
+            "This Idempotency-Key was used for a different request; use a new key."
+        )
+    return existing
+
+
+def _enqueue(simulation_id: uuid.UUID) -> None:
+    from simulations.tasks import run_simulation_task
+
+    run_simulation_task.delay(str(simulation_id))
+
+
+# --- cancel and retry ----------------------------------------------------------------------
+
+
+def simulation_cancel(*, simulation: Simulation) -> Simulation:
+    """A queued run is cancelled (and refunded) at once; a running one is killed by its worker."""
+    now = timezone.now()
+    with transaction.atomic():
+        locked = Simulation.objects.select_for_update().get(pk=simulation.pk)
+        if locked.status == SimulationStatus.QUEUED:
+            locked.status = SimulationStatus.CANCELLED
+            locked.finished_at = now
+            locked.cancel_requested_at = now
+            locked.error_code = "cancelled"
+            locked.error_message = "Cancelled before it started."
+            locked.charge = refund_run_charge(charge=locked.charge, reason="cancelled before start")
+            locked.save()
+        elif locked.status == SimulationStatus.RUNNING:
+            if locked.cancel_requested_at is None:
+                locked.cancel_requested_at = now
+                locked.save(update_fields=["cancel_requested_at"])
+        else:
+            raise SimulationConflict(f"The simulation has already finished ({locked.status}).")
+    return locked
+
+
+def simulation_retry(*, simulation: Simulation) -> Simulation:
+    """Operators only: a new run with the same parameters, free (the first one was charged)."""
+    if not simulation.is_finished:
+        raise SimulationConflict("Only a finished simulation can be retried.")
+    if simulation.model is None:
+        raise SimulationConflict("The model of this simulation has been deleted.")
+    with transaction.atomic():
+        retry = Simulation.objects.create(
+            owner=simulation.owner,
+            model=simulation.model,
+            model_name=simulation.model_name,
+            params=simulation.params,
+            charge={"kind": "free", "reason": f"operator retry of {simulation.pk}"},
+        )
+        transaction.on_commit(lambda: _enqueue(retry.pk))
+    return retry
+
+
+# --- executing runs (Celery worker) ----------------------------------------------------------
+
+
+def sandbox_limits(params: dict) -> runner.SandboxLimits:
+    return runner.SandboxLimits(
+        cpu_seconds=settings.SIMULATION_CPU_SECONDS,
+        memory_bytes=settings.SIMULATION_MEMORY_BYTES,
+        file_size_bytes=settings.SIMULATION_RESULT_MAX_BYTES,
+        max_processes=settings.SIMULATION_MAX_PROCESSES,
+        wall_timeout_seconds=min(params["timeout"], settings.SIMULATION_MAX_WALL_SECONDS),
+    )
+
+
+def sandbox_params(params: dict) -> dict:
+    """The run's parameters as the sandbox takes them: fmpy's arguments, input as rows."""
+    arguments = {name: value for name, value in params.items() if name != "timeout"}
+    table = params.get("input")
+    if table:
+        columns = ["time", *[name for name in table if name != "time"]]
+        arguments["input"] = {
+            "columns": columns,
+            "rows": [list(row) for row in zip(*(table[name] for name in columns), strict=True)],
+        }
+    return arguments
+
+
+def simulation_execute(*, simulation_id: uuid.UUID | str) -> Simulation | None:
+    """Claim a queued run, run it in the sandbox and record the outcome.
+
+    Idempotent: a run that is no longer queued (a redelivered task) is left alone.
+    """
+    now = timezone.now()
+    claimed = Simulation.objects.filter(pk=simulation_id, status=SimulationStatus.QUEUED).update(
+        status=SimulationStatus.RUNNING,
+        started_at=now,
+        lease_expires_at=now + timedelta(seconds=settings.SIMULATION_LEASE_SECONDS),
+        attempts=F("attempts") + 1,
+    )
+    if not claimed:
+        return None
+    simulation = Simulation.objects.select_related("model").get(pk=simulation_id)
+    work_dir = Path(tempfile.mkdtemp(prefix="fmugw-run-"))
+    try:
+        fmu_path = work_dir / "model.fmu"
+        with (
+            default_storage.open(simulation.model.storage_name, "rb") as stored,
+            fmu_path.open("wb") as local,
+        ):
+            shutil.copyfileobj(stored, local, 1024 * 1024)
+        outcome = runner.run_simulation(
+            fmu_path=fmu_path,
+            params=sandbox_params(simulation.params),
+            limits=sandbox_limits(simulation.params),
+            on_progress=_progress_reporter(simulation.pk),
+            should_cancel=_cancel_checker(simulation.pk),
+        )
+    except Exception:
+        logger.exception("simulation %s could not be run", simulation_id)
+        return _finish_with_platform_fault(
+            simulation,
+            "sandbox_failed",
+            "The platform could not run this simulation; it is not charged.",
+        )
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    try:
+        return _record_outcome(simulation, outcome)
+    finally:
+        outcome.cleanup()
+
+
+def _progress_reporter(simulation_id):
+    last_write = 0.0
+
+    def report(progress: float) -> None:
+        nonlocal last_write
+        now = time.monotonic()
+        if now - last_write < PROGRESS_WRITE_INTERVAL_SECONDS:
+            return
+        last_write = now
+        Simulation.objects.filter(pk=simulation_id, status=SimulationStatus.RUNNING).update(
+            progress=max(0.0, min(1.0, progress)),
+            lease_expires_at=timezone.now() + timedelta(seconds=settings.SIMULATION_LEASE_SECONDS),
+        )
+
+    return report
+
+
+def _cancel_checker(simulation_id):
+    last_check = 0.0
+    cancelled = False
+
+    def should_cancel() -> bool:
+        nonlocal last_check, cancelled
+        now = time.monotonic()
+        if cancelled or now - last_check < CANCEL_POLL_INTERVAL_SECONDS:
+            return cancelled
+        last_check = now
+        # The lease is renewed here too, so a run that reports no progress stays owned.
+        Simulation.objects.filter(pk=simulation_id, status=SimulationStatus.RUNNING).update(
+            lease_expires_at=timezone.now() + timedelta(seconds=settings.SIMULATION_LEASE_SECONDS)
+        )
+        cancelled = Simulation.objects.filter(
+            pk=simulation_id, cancel_requested_at__isnull=False
+        ).exists()
+        return cancelled
+
+    return should_cancel
+
+
+OUTCOME_STATUS = {
+    "succeeded": SimulationStatus.SUCCEEDED,
+    "failed": SimulationStatus.FAILED,
+    "timed_out": SimulationStatus.TIMED_OUT,
+    "cancelled": SimulationStatus.CANCELLED,
+    "platform_error": SimulationStatus.FAILED,
+}
+
+
+def _record_outcome(simulation: Simulation, outcome: runner.SandboxOutcome) -> Simulation:
+    fields = {
+        "status": OUTCOME_STATUS[outcome.status],
+        "finished_at": timezone.now(),
+        "cpu_seconds": outcome.cpu_seconds,
+        "wall_seconds": outcome.wall_seconds,
+        "log_tail": outcome.log_tail or "",
+        "error_code": outcome.error_code or "",
+        "error_message": outcome.message or "",
+        "lease_expires_at": None,
+    }
+    if outcome.status == "succeeded":
+        from simulations.results import store_result
+
+        try:
+            stored = store_result(simulation=simulation, result_path=outcome.result_path)
+        except Exception:
+            logger.exception("result of simulation %s could not be stored", simulation.pk)
+            return _finish_with_platform_fault(
+                simulation,
+                "result_storage_failed",
+                "The result could not be stored; the run is not charged. Please retry.",
+                extra={**fields, "error_code": "", "error_message": ""},
+            )
+        fields.update(progress=1.0, **stored)
+    if outcome.status == "platform_error":
+        return _finish_with_platform_fault(
+            simulation, outcome.error_code or "sandbox_failed", outcome.message or "", extra=fields
+        )
+    Simulation.objects.filter(pk=simulation.pk, status=SimulationStatus.RUNNING).update(**fields)
+    simulation.refresh_from_db()
+    return simulation
+
+
+def _finish_with_platform_fault(
+    simulation: Simulation, error_code: str, message: str, extra: dict | None = None
+) -> Simulation:
+    """Our fault, not the model's: the run fails and its charge is given back."""
+    with transaction.atomic():
+        locked = Simulation.objects.select_for_update().get(pk=simulation.pk)
+        if locked.status in FINISHED_STATUSES:
+            return locked
+        for name, value in (extra or {}).items():
+            setattr(locked, name, value)
+        locked.status = SimulationStatus.FAILED
+        locked.finished_at = locked.finished_at or timezone.now()
+        locked.error_code = error_code
+        locked.error_message = message
+        locked.lease_expires_at = None
+        locked.charge = refund_run_charge(charge=locked.charge, reason=error_code)
+        locked.save()
+    return locked
+
+
+def reconcile_stale_simulations() -> int:
+    """Fail (and refund) runs whose worker stopped renewing their lease: none stays "running"."""
+    stale = Simulation.objects.filter(
+        status=SimulationStatus.RUNNING, lease_expires_at__lt=timezone.now()
+    ).values_list("pk", flat=True)
+    count = 0
+    for simulation_id in list(stale):
+        simulation = Simulation.objects.get(pk=simulation_id)
+        _finish_with_platform_fault(
+            simulation,
+            "worker_lost",
+            "The worker running this simulation stopped; it is not charged. Please retry.",
+        )
+        count += 1
+    return count

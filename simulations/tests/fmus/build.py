@@ -1,0 +1,309 @@
+"""Build the test FMUs from their C sources at test time (no binaries are committed).
+
+Each FMU is one gcc call (`-shared -fPIC`) against the FMI headers that ship
+with fmpy, a generated modelDescription.xml, and a zip. `build_all` is meant to
+run once per test session (see the `fmu_paths` fixture in conftest.py).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+import fmpy
+
+SOURCE_DIR = Path(__file__).parent / "src"
+FMI_HEADERS_DIR = Path(fmpy.__file__).parent / "c-code"
+BINARY_DIR_BY_FMI_VERSION = {"2.0": "binaries/linux64", "3.0": "binaries/x86_64-linux"}
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One model variable; `value_reference` indexes the C model's array of its type."""
+
+    name: str
+    value_reference: int
+    causality: str
+    variability: str
+    initial: str | None = None
+    start: str | None = None
+    type: str = "Real"
+    derivative_of: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TestModel:
+    """What build.py needs to compile and describe one test FMU."""
+
+    name: str
+    source: str
+    fmi_version: str
+    interfaces: tuple[str, ...]
+    variables: tuple[Variable, ...]
+    description: str
+    event_indicators: int = 0
+    default_experiment: dict[str, str] = field(
+        default_factory=lambda: {"startTime": "0", "stopTime": "3", "stepSize": "0.01"}
+    )
+
+    @property
+    def guid(self) -> str:
+        return f"{{fmu-gateway-test-{self.name}}}"
+
+
+def _hostile(name: str, description: str, *extra: Variable) -> TestModel:
+    steps = Variable("steps", 0, "output", "discrete", "calculated", description="doStep calls")
+    return TestModel(
+        name=name,
+        source=f"{name}.c",
+        fmi_version="2.0",
+        interfaces=("CoSimulation",),
+        variables=(steps, *extra),
+        description=description,
+        default_experiment={"startTime": "0", "stopTime": "1", "stepSize": "0.1"},
+    )
+
+
+BOUNCING_BALL_VARIABLES = (
+    Variable("h", 0, "output", "continuous", "exact", "1", description="height"),
+    Variable("der(h)", 2, "local", "continuous", "calculated", derivative_of="h"),
+    Variable("v", 1, "output", "continuous", "exact", "0", description="velocity"),
+    Variable("der(v)", 3, "local", "continuous", "calculated", derivative_of="v"),
+    Variable("g", 4, "parameter", "fixed", "exact", "9.81", description="gravity"),
+    Variable("e", 5, "parameter", "tunable", "exact", "0.7", description="restitution"),
+)
+
+TEST_MODELS: dict[str, TestModel] = {
+    model.name: model
+    for model in (
+        TestModel(
+            name="bouncing_ball",
+            source="bouncing_ball.c",
+            fmi_version="2.0",
+            interfaces=("ModelExchange", "CoSimulation"),
+            variables=BOUNCING_BALL_VARIABLES,
+            event_indicators=1,
+            description="Bouncing ball (FMI 2.0 CS and ME)",
+        ),
+        TestModel(
+            name="bouncing_ball3",
+            source="bouncing_ball3.c",
+            fmi_version="3.0",
+            interfaces=("CoSimulation",),
+            variables=(
+                Variable("time", 0, "independent", "continuous", type="Float64"),
+                Variable("h", 1, "output", "continuous", "exact", "1", "Float64"),
+                Variable("v", 2, "output", "continuous", "exact", "0", "Float64"),
+                Variable("g", 3, "parameter", "fixed", "exact", "9.81", "Float64"),
+                Variable("e", 4, "parameter", "tunable", "exact", "0.7", "Float64"),
+            ),
+            description="Bouncing ball (FMI 3.0 CS)",
+        ),
+        TestModel(
+            name="inputs_params",
+            source="inputs_params.c",
+            fmi_version="2.0",
+            interfaces=("ModelExchange", "CoSimulation"),
+            variables=(
+                Variable("x", 0, "local", "continuous", "exact", "0", description="state"),
+                Variable("der(x)", 1, "local", "continuous", "calculated", derivative_of="x"),
+                Variable("u", 2, "input", "continuous", start="0", description="input"),
+                Variable("k", 3, "parameter", "tunable", "exact", "1", description="gain"),
+                Variable("T", 4, "parameter", "fixed", "exact", "1", description="time constant"),
+                Variable("y", 5, "output", "continuous", "calculated", description="y = x"),
+            ),
+            description="First-order lag der(x) = (k*u - x)/T (FMI 2.0 CS and ME)",
+            default_experiment={"startTime": "0", "stopTime": "2", "stepSize": "0.01"},
+        ),
+        _hostile("segfault", "Writes through a null pointer in doStep"),
+        _hostile("exit_early", "Calls _exit(3) in doStep"),
+        _hostile("endless_loop", "Never returns from doStep"),
+        _hostile("memory_hog", "Allocates and touches 4 GB in doStep"),
+        _hostile("fork_bomb", "Forks in a loop in doStep"),
+        _hostile(
+            "open_socket",
+            "Connects to 127.0.0.1:<port> in doStep",
+            Variable("port", 0, "parameter", "fixed", "exact", "5432", "Integer"),
+        ),
+        _hostile(
+            "read_secrets",
+            "Reads /etc/passwd, /proc/<probe_pid>/environ and its environment in doStep",
+            Variable("probe_pid", 0, "parameter", "fixed", "exact", "1", "Integer"),
+            Variable("env_name", 0, "parameter", "fixed", "exact", "SECRET_KEY", "String"),
+        ),
+    )
+}
+
+
+def _attributes(**attributes: str | None) -> str:
+    return "".join(
+        f" {name}={quoteattr(value)}" for name, value in attributes.items() if value is not None
+    )
+
+
+def _fmi2_model_description(model: TestModel) -> str:
+    index_by_name = {variable.name: index for index, variable in enumerate(model.variables, 1)}
+    lines = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        "<fmiModelDescription"
+        + _attributes(
+            fmiVersion="2.0",
+            modelName=model.name,
+            guid=model.guid,
+            description=model.description,
+            generationTool="FMU Gateway test build",
+            variableNamingConvention="structured",
+            numberOfEventIndicators=str(model.event_indicators),
+        )
+        + ">",
+    ]
+    for interface in model.interfaces:
+        extra = {"canHandleVariableCommunicationStepSize": "true"}
+        lines.append(
+            f"  <{interface}"
+            + _attributes(
+                modelIdentifier=model.name, **(extra if interface == "CoSimulation" else {})
+            )
+            + "/>"
+        )
+    lines.append("  <DefaultExperiment" + _attributes(**model.default_experiment) + "/>")
+    lines.append("  <ModelVariables>")
+    for variable in model.variables:
+        type_attributes = _attributes(
+            start=variable.start,
+            derivative=str(index_by_name[variable.derivative_of])
+            if variable.derivative_of
+            else None,
+        )
+        lines.append(
+            "    <ScalarVariable"
+            + _attributes(
+                name=variable.name,
+                valueReference=str(variable.value_reference),
+                description=variable.description or None,
+                causality=variable.causality,
+                variability=variable.variability,
+                initial=variable.initial if variable.causality != "input" else None,
+            )
+            + f"><{variable.type}{type_attributes}/></ScalarVariable>"
+        )
+    lines.append("  </ModelVariables>")
+
+    states = {variable.derivative_of for variable in model.variables if variable.derivative_of}
+    outputs = [index_by_name[v.name] for v in model.variables if v.causality == "output"]
+    derivatives = [index_by_name[v.name] for v in model.variables if v.derivative_of]
+    initial_unknowns = [
+        index_by_name[v.name]
+        for v in model.variables
+        if v.initial in ("calculated", "approx")
+        and (v.causality == "output" or v.derivative_of or v.name in states)
+    ]
+    lines.append("  <ModelStructure>")
+    for section, indices in (
+        ("Outputs", outputs),
+        ("Derivatives", derivatives),
+        ("InitialUnknowns", initial_unknowns),
+    ):
+        if indices:
+            lines.append(f"    <{section}>")
+            lines.extend(f'      <Unknown index="{index}"/>' for index in indices)
+            lines.append(f"    </{section}>")
+    lines.append("  </ModelStructure>")
+    lines.append("</fmiModelDescription>")
+    return "\n".join(lines) + "\n"
+
+
+def _fmi3_model_description(model: TestModel) -> str:
+    lines = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        "<fmiModelDescription"
+        + _attributes(
+            fmiVersion="3.0",
+            modelName=model.name,
+            instantiationToken=model.guid,
+            description=model.description,
+            generationTool="FMU Gateway test build",
+        )
+        + ">",
+        "  <CoSimulation"
+        + _attributes(modelIdentifier=model.name, canHandleVariableCommunicationStepSize="true")
+        + "/>",
+        "  <DefaultExperiment" + _attributes(**model.default_experiment) + "/>",
+        "  <ModelVariables>",
+    ]
+    for variable in model.variables:
+        lines.append(
+            f"    <{variable.type}"
+            + _attributes(
+                name=variable.name,
+                valueReference=str(variable.value_reference),
+                causality=variable.causality,
+                variability=variable.variability,
+                initial=variable.initial,
+                start=variable.start,
+            )
+            + "/>"
+        )
+    lines.append("  </ModelVariables>")
+    lines.append("  <ModelStructure>")
+    lines.extend(
+        f'    <Output valueReference="{v.value_reference}"/>'
+        for v in model.variables
+        if v.causality == "output"
+    )
+    lines.append("  </ModelStructure>")
+    lines.append("</fmiModelDescription>")
+    return "\n".join(lines) + "\n"
+
+
+def build_fmu(name: str, out_dir: Path) -> Path:
+    """Compile test model `name` and package it as `out_dir/<name>.fmu`."""
+    model = TEST_MODELS[name]
+    staging_dir = Path(out_dir) / f"{name}.build"
+    binary_dir = staging_dir / BINARY_DIR_BY_FMI_VERSION[model.fmi_version]
+    binary_dir.mkdir(parents=True, exist_ok=True)
+    library = binary_dir / f"{name}.so"
+    compilation = subprocess.run(
+        [
+            "gcc",
+            "-shared",
+            "-fPIC",
+            "-O2",
+            "-Wall",
+            "-Wextra",
+            "-I",
+            str(FMI_HEADERS_DIR),
+            f'-DMODEL_GUID="{model.guid}"',
+            str(SOURCE_DIR / model.source),
+            "-o",
+            str(library),
+            "-lm",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if compilation.returncode != 0:
+        raise RuntimeError(f"gcc failed for {model.source}:\n{compilation.stderr}")
+    description = (
+        _fmi3_model_description(model)
+        if model.fmi_version == "3.0"
+        else _fmi2_model_description(model)
+    )
+    fmu_path = Path(out_dir) / f"{name}.fmu"
+    with zipfile.ZipFile(fmu_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("modelDescription.xml", description)
+        archive.write(library, f"{BINARY_DIR_BY_FMI_VERSION[model.fmi_version]}/{name}.so")
+    return fmu_path
+
+
+def build_all(out_dir: Path) -> dict[str, Path]:
+    """Build every test FMU into `out_dir` (in parallel: gcc dominates)."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        paths = pool.map(lambda name: build_fmu(name, out_dir), TEST_MODELS)
+        return dict(zip(TEST_MODELS, paths, strict=True))

@@ -1,0 +1,380 @@
+"""run_simulation: results equal plain fmpy, and hostile models end as failed or timed
+out with a clear error while this (calling) process keeps running good jobs."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import fmpy
+import numpy as np
+import psutil
+import pytest
+
+from simulations import runner
+from simulations.runner import SandboxLimits, SandboxOutcome, isolation_level, run_simulation
+from simulations.sandbox import python_library_dirs
+
+LIMITS = SandboxLimits(
+    cpu_seconds=20,
+    memory_bytes=1 << 30,
+    file_size_bytes=64 << 20,
+    max_processes=16,
+    wall_timeout_seconds=30,
+)
+HOSTILE_LIMITS = SandboxLimits(
+    cpu_seconds=10,
+    memory_bytes=512 << 20,
+    file_size_bytes=16 << 20,
+    max_processes=8,
+    wall_timeout_seconds=2,
+)
+SECRET_VARIABLE = "FMUGW_TEST_SECRET"
+SECRET_VALUE = f"secret-{secrets.token_hex(8)}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def secret_in_worker_environment():
+    """A secret in the calling process's environment, as SECRET_KEY is in a worker's.
+    Set before this module's first run (the sandbox server may start then)."""
+    previous = os.environ.get(SECRET_VARIABLE)
+    os.environ[SECRET_VARIABLE] = SECRET_VALUE
+    yield
+    if previous is None:
+        del os.environ[SECRET_VARIABLE]
+    else:
+        os.environ[SECRET_VARIABLE] = previous
+
+
+def run(fmu_path: Path, params: dict | None = None, limits: SandboxLimits = LIMITS, **kwargs):
+    return run_simulation(fmu_path=fmu_path, params=params or {}, limits=limits, **kwargs)
+
+
+def load_result(outcome: SandboxOutcome) -> np.ndarray:
+    assert outcome.status == "succeeded", (outcome.error_code, outcome.message, outcome.log_tail)
+    assert outcome.result_path is not None
+    result = np.load(outcome.result_path, allow_pickle=False)
+    outcome.cleanup()
+    assert not outcome.result_path.exists()
+    return result
+
+
+def assert_same_result(sandboxed: np.ndarray, direct: np.ndarray) -> None:
+    assert sandboxed.dtype.names == direct.dtype.names
+    assert len(sandboxed) == len(direct)
+    for name in direct.dtype.names:
+        np.testing.assert_allclose(sandboxed[name], direct[name], rtol=0, atol=1e-9)
+
+
+def assert_good_job_still_runs(fmu_paths) -> None:
+    outcome = run(fmu_paths["bouncing_ball"])
+    assert len(load_result(outcome)) == 301
+
+
+def assert_failed(outcome: SandboxOutcome, status: str, error_code: str) -> None:
+    assert (outcome.status, outcome.error_code) == (status, error_code), (
+        outcome.message,
+        outcome.log_tail,
+    )
+    assert outcome.result_path is None
+    assert outcome.message
+
+
+def slot_processes(settle_seconds: float = 2.0) -> list[psutil.Process]:
+    """Live processes under a sandbox slot uid, after letting kills settle. Zombies do
+    not count: a model process orphaned by a killed server is reaped by the host's init."""
+    first = runner.DEFAULT_SLOT_UID_BASE
+    deadline = time.monotonic() + settle_seconds
+    while True:
+        remaining = [
+            process
+            for process in psutil.process_iter(["uids", "status"])
+            if process.info["uids"]
+            and first <= process.info["uids"].real < first + 10_000
+            and process.info["status"] != psutil.STATUS_ZOMBIE
+        ]
+        if not remaining or time.monotonic() > deadline:
+            return remaining
+        time.sleep(0.05)
+
+
+# ---- same results as fmpy itself --------------------------------------------------
+
+
+@pytest.mark.parametrize("fmi_type", ["CoSimulation", "ModelExchange"])
+def test_bouncing_ball_result_equals_fmpy(fmu_paths, fmi_type):
+    params = {"fmi_type": fmi_type}
+
+    sandboxed = load_result(run(fmu_paths["bouncing_ball"], params))
+
+    direct = fmpy.simulate_fmu(str(fmu_paths["bouncing_ball"]), **params)
+    assert_same_result(sandboxed, direct)
+
+
+def test_fmi3_bouncing_ball_result_equals_fmpy(fmu_paths):
+    params = {"stop_time": 2.0, "output_interval": 0.02, "start_values": {"h": 1.5}}
+
+    sandboxed = load_result(run(fmu_paths["bouncing_ball3"], params))
+
+    direct = fmpy.simulate_fmu(str(fmu_paths["bouncing_ball3"]), **params)
+    assert_same_result(sandboxed, direct)
+    assert len(direct) == 101
+
+
+@pytest.mark.parametrize(
+    ("fmi_type", "solver"),
+    [("ModelExchange", "CVode"), ("ModelExchange", "Euler"), ("CoSimulation", None)],
+)
+def test_inputs_and_start_values_result_equals_fmpy(fmu_paths, fmi_type, solver):
+    table = {"columns": ["time", "u"], "rows": [[0, 0], [0.5, 0], [0.5, 1], [1.0, 3], [2, 3]]}
+    params = {
+        "fmi_type": fmi_type,
+        "start_time": 0.0,
+        "stop_time": 2.0,
+        "output_interval": 0.05,
+        "step_size": 0.001,
+        "relative_tolerance": 1e-6,
+        "start_values": {"k": 2.0, "T": 0.4, "x": 0.25},
+        "input": table,
+        "output": ["y", "u"],
+    }
+    if solver:
+        params["solver"] = solver
+
+    sandboxed = load_result(run(fmu_paths["inputs_params"], params))
+
+    input_array = np.array(
+        [tuple(row) for row in table["rows"]], dtype=[("time", "<f8"), ("u", "<f8")]
+    )
+    direct = fmpy.simulate_fmu(str(fmu_paths["inputs_params"]), **{**params, "input": input_array})
+    assert_same_result(sandboxed, direct)
+    assert set(sandboxed.dtype.names) == {"time", "y", "u"}
+    assert sandboxed["y"][0] == pytest.approx(0.25)
+
+
+def test_progress_is_reported_increasing_and_at_most_one(fmu_paths):
+    reported: list[float] = []
+    params = {"fmi_type": "CoSimulation", "output_interval": 1e-5}
+
+    outcome = run(fmu_paths["bouncing_ball"], params, on_progress=reported.append)
+
+    assert len(load_result(outcome)) == 300_001
+    assert len(reported) >= 2, reported
+    assert all(later > earlier for earlier, later in itertools.pairwise(reported))
+    assert reported[0] > 0 and reported[-1] <= 1
+
+
+def test_runs_from_several_threads_at_once_use_separate_servers_and_slots(fmu_paths):
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        outcomes = list(pool.map(lambda _: run(fmu_paths["bouncing_ball"]), range(6)))
+
+    for outcome in outcomes:
+        assert len(load_result(outcome)) == 301
+
+
+def test_unknown_variable_fails_with_a_clear_message(fmu_paths):
+    outcome = run(fmu_paths["bouncing_ball"], {"start_values": {"no_such_variable": 1}})
+
+    assert_failed(outcome, "failed", "invalid_parameters")
+    assert "no_such_variable" in outcome.message
+
+
+def test_model_error_during_initialization_is_reported_with_its_log(fmu_paths):
+    outcome = run(fmu_paths["inputs_params"], {"start_values": {"T": 0.0}})
+
+    assert_failed(outcome, "failed", "model_error")
+    assert "T must be > 0" in outcome.log_tail
+
+
+def test_malformed_params_are_refused_before_running(fmu_paths):
+    with pytest.raises(ValueError, match="unknown simulation parameters"):
+        run(fmu_paths["bouncing_ball"], {"stop_tme": 1})
+
+
+def test_isolation_level_names_the_active_measures():
+    level = isolation_level()
+
+    if os.geteuid() == 0:
+        assert level == "namespaces+setuid+seccomp+rlimits"
+    else:
+        assert level.endswith("rlimits") or level == "rlimits-only"
+
+
+# ---- hostile models ------------------------------------------------------------------
+
+
+def test_segfault_is_reported_as_a_crash(fmu_paths):
+    outcome = run(fmu_paths["segfault"], limits=HOSTILE_LIMITS)
+
+    assert_failed(outcome, "failed", "model_crashed")
+    assert "SIGSEGV" in outcome.message
+    assert "segfault: writing through a null pointer" in outcome.log_tail
+    assert_good_job_still_runs(fmu_paths)
+
+
+def test_exit_early_is_reported_with_its_exit_code(fmu_paths):
+    outcome = run(fmu_paths["exit_early"], limits=HOSTILE_LIMITS)
+
+    assert_failed(outcome, "failed", "model_exited")
+    assert "exit code 3" in outcome.message
+    assert "exit_early: calling _exit(3)" in outcome.log_tail
+    assert_good_job_still_runs(fmu_paths)
+
+
+def test_endless_loop_times_out_on_the_wall_clock(fmu_paths):
+    started = time.monotonic()
+
+    outcome = run(fmu_paths["endless_loop"], limits=HOSTILE_LIMITS)
+
+    assert_failed(outcome, "timed_out", "timeout")
+    assert HOSTILE_LIMITS.wall_timeout_seconds <= time.monotonic() - started < 4
+    assert "endless_loop: entering an endless loop" in outcome.log_tail
+    assert outcome.cpu_seconds > 1
+    assert slot_processes() == []
+    assert_good_job_still_runs(fmu_paths)
+
+
+def test_endless_loop_is_stopped_by_the_cpu_limit(fmu_paths):
+    limits = SandboxLimits(
+        cpu_seconds=1,
+        memory_bytes=512 << 20,
+        file_size_bytes=16 << 20,
+        max_processes=8,
+        wall_timeout_seconds=10,
+    )
+
+    outcome = run(fmu_paths["endless_loop"], limits=limits)
+
+    assert_failed(outcome, "failed", "cpu_time_exceeded")
+    assert outcome.wall_seconds < 5
+    assert_good_job_still_runs(fmu_paths)
+
+
+def test_cancel_kills_an_endless_loop_quickly(fmu_paths):
+    started = time.monotonic()
+    limits = SandboxLimits(
+        cpu_seconds=30,
+        memory_bytes=512 << 20,
+        file_size_bytes=16 << 20,
+        max_processes=8,
+        wall_timeout_seconds=30,
+    )
+
+    outcome = run(
+        fmu_paths["endless_loop"],
+        limits=limits,
+        should_cancel=lambda: time.monotonic() - started > 0.5,
+    )
+
+    assert_failed(outcome, "cancelled", "cancelled")
+    assert time.monotonic() - started < 1.5
+    assert slot_processes() == []
+    assert_good_job_still_runs(fmu_paths)
+
+
+def test_memory_hog_runs_out_of_memory(fmu_paths):
+    outcome = run(fmu_paths["memory_hog"], limits=HOSTILE_LIMITS)
+
+    assert_failed(outcome, "failed", "out_of_memory")
+    assert "memory_hog: malloc failed after" in outcome.log_tail
+    assert_good_job_still_runs(fmu_paths)
+
+
+def test_fork_bomb_hits_the_process_limit_and_leaves_nothing_behind(fmu_paths):
+    outcome = run(fmu_paths["fork_bomb"], limits=HOSTILE_LIMITS)
+
+    assert outcome.status in ("failed", "timed_out"), outcome.log_tail
+    assert outcome.result_path is None
+    children = int(outcome.log_tail.split("fork failed after ")[1].split()[0])
+    assert children < HOSTILE_LIMITS.max_processes
+    assert slot_processes() == []
+    assert_good_job_still_runs(fmu_paths)
+
+
+def test_open_socket_cannot_reach_a_local_server(fmu_paths):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(0.2)
+        port = listener.getsockname()[1]
+
+        outcome = run(
+            fmu_paths["open_socket"], {"start_values": {"port": port}}, limits=HOSTILE_LIMITS
+        )
+
+        with pytest.raises(TimeoutError):
+            listener.accept()
+    assert_failed(outcome, "failed", "model_error")
+    assert "socket blocked:" in outcome.log_tail
+    assert "socket connected" not in outcome.log_tail
+    assert_good_job_still_runs(fmu_paths)
+
+
+def test_read_secrets_sees_no_secrets(fmu_paths):
+    # Another process with the secret in its environment, as the worker would have.
+    helper = subprocess.Popen(["sleep", "30"], env={SECRET_VARIABLE: SECRET_VALUE})
+    try:
+        outcome = run(
+            fmu_paths["read_secrets"],
+            {"start_values": {"env_name": SECRET_VARIABLE, "probe_pid": helper.pid}},
+            limits=HOSTILE_LIMITS,
+        )
+    finally:
+        helper.kill()
+        helper.wait()
+
+    assert_failed(outcome, "failed", "model_error")
+    assert "read_secrets: could not read:" in outcome.log_tail
+    assert "could not read /etc/passwd" in outcome.log_tail
+    assert f"getenv({SECRET_VARIABLE}) is not set" in outcome.log_tail
+    assert "environ has 0 entries" in outcome.log_tail
+    assert SECRET_VALUE not in outcome.log_tail
+    assert "root:x:0" not in outcome.log_tail
+    assert_good_job_still_runs(fmu_paths)
+
+
+def test_read_secrets_sees_only_its_own_files(fmu_paths):
+    outcome = run(fmu_paths["read_secrets"], limits=HOSTILE_LIMITS)
+
+    listing = outcome.log_tail.split("read_secrets: / contains:")[1].splitlines()[0].split()
+    if os.geteuid() == 0:
+        # The system dirs, the run's own dir, and the top of the Python library dirs
+        # (e.g. /root for a pyenv interpreter, holding nothing but that interpreter's lib).
+        allowed = {".", "..", "sandbox", "proc", "dev", "etc", "tmp", "usr", "bin", "sbin"}
+        allowed |= {"lib", "lib32", "lib64", "libx32"}
+        allowed |= {Path(path).parts[1] for path in python_library_dirs()}
+        assert "sandbox" in listing
+        assert set(listing) <= allowed, listing
+        assert "work" not in listing and "home" not in listing and "var" not in listing
+
+
+def test_a_dead_sandbox_server_is_a_platform_error_and_is_replaced(fmu_paths):
+    killed: list[int] = []
+
+    def kill_sandbox_server() -> bool:
+        """Kill the server running this job (idle servers from other tests have no children)."""
+        if not killed:
+            for child in psutil.Process().children():
+                with contextlib.suppress(psutil.Error):
+                    if "simulations.sandbox" in " ".join(child.cmdline()) and child.children():
+                        os.kill(child.pid, signal.SIGKILL)
+                        killed.append(child.pid)
+                        break
+        return False
+
+    outcome = run(
+        fmu_paths["endless_loop"], limits=HOSTILE_LIMITS, should_cancel=kill_sandbox_server
+    )
+
+    assert killed
+    assert_failed(outcome, "platform_error", "sandbox_failed")
+    assert slot_processes() == []
+    assert_good_job_still_runs(fmu_paths)
