@@ -10,7 +10,7 @@ VAR_DIR_ABS := $(CURDIR)/var
 
 # What the test suite talks to (started by `make services` when down).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/fmugateway
-TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
 .PHONY: run serve install install-dev system-packages services test lint format bench clean
 

@@ -67,13 +67,12 @@ def live_servers(transactional_db):
 
 @pytest.fixture
 def redis_broker_url():
-    """A Redis database of its own for queue tests, emptied before use."""
+    """The suite's own Redis database (TEST_REDIS_URL) for queue tests, emptied before use."""
     import os
 
     import redis
 
-    base = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0]
-    url = f"{base}/15"
+    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
     redis.Redis.from_url(url).flushdb()
     return url
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from django.conf import settings
 from django.http import Http404, StreamingHttpResponse
 from django.urls import reverse
@@ -232,11 +230,9 @@ class SimulationListApi(APIView):
 class SimulationDetailApi(APIView):
     def get(self, request: Request, simulation_id) -> Response:
         simulation = get_owned_simulation(request, simulation_id)
-        wait = _wait_seconds(request)
-        deadline = time.monotonic() + wait
-        while not simulation.is_finished and time.monotonic() < deadline:
-            time.sleep(0.1 if wait <= 2 else 0.25)
-            simulation.refresh_from_db()
+        selectors.simulation_wait_until_finished(
+            simulation=simulation, timeout=_wait_seconds(request)
+        )
         return Response(SimulationOutputSerializer(simulation).data)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from django.db.models import QuerySet
@@ -29,3 +30,20 @@ def simulation_for_owner(*, owner, simulation_id: uuid.UUID | str) -> Simulation
 def storage_object_in_use(*, storage_name: str) -> bool:
     """Whether any model row, of any owner, still points at this stored FMU."""
     return Model.objects.filter(storage_name=storage_name).exists()
+
+
+# Small runs finish in tens of milliseconds: poll fast at first, then back off.
+WAIT_POLL_SCHEDULE = ((1.0, 0.01), (5.0, 0.05), (float("inf"), 0.25))
+
+
+def simulation_wait_until_finished(*, simulation: Simulation, timeout: float) -> Simulation:
+    """Refresh the run until it has finished or `timeout` seconds have passed."""
+    started = time.monotonic()
+    while not simulation.is_finished:
+        elapsed = time.monotonic() - started
+        if elapsed >= timeout:
+            break
+        interval = next(step for until, step in WAIT_POLL_SCHEDULE if elapsed < until)
+        time.sleep(min(interval, timeout - elapsed))
+        simulation.refresh_from_db()
+    return simulation
