@@ -8,6 +8,7 @@ import uuid
 from django.db.models import QuerySet
 
 from simulations.models import Model, Simulation
+from simulations.notifications import FinishedNotices
 
 
 def models_for_owner(*, owner) -> QuerySet[Model]:
@@ -32,18 +33,27 @@ def storage_object_in_use(*, storage_name: str) -> bool:
     return Model.objects.filter(storage_name=storage_name).exists()
 
 
-# Small runs finish in tens of milliseconds: poll fast at first, then back off.
+# Without notices (embedded broker): poll fast at first, then back off.
 WAIT_POLL_SCHEDULE = ((1.0, 0.01), (5.0, 0.05), (float("inf"), 0.25))
+# With notices, the database is still re-read this often in case a notice was lost.
+WAIT_RECHECK_SECONDS = 1.0
 
 
 def simulation_wait_until_finished(*, simulation: Simulation, timeout: float) -> Simulation:
     """Refresh the run until it has finished or `timeout` seconds have passed."""
+    if timeout <= 0 or simulation.is_finished:
+        return simulation
     started = time.monotonic()
-    while not simulation.is_finished:
-        elapsed = time.monotonic() - started
-        if elapsed >= timeout:
-            break
-        interval = next(step for until, step in WAIT_POLL_SCHEDULE if elapsed < until)
-        time.sleep(min(interval, timeout - elapsed))
-        simulation.refresh_from_db()
+    with FinishedNotices(simulation.pk) as notices:
+        simulation.refresh_from_db()  # after subscribing, so no end can slip between
+        while not simulation.is_finished:
+            elapsed = time.monotonic() - started
+            if elapsed >= timeout:
+                break
+            if notices.available:
+                notices.wait(min(WAIT_RECHECK_SECONDS, timeout - elapsed))
+            else:
+                interval = next(step for until, step in WAIT_POLL_SCHEDULE if elapsed < until)
+                time.sleep(min(interval, timeout - elapsed))
+            simulation.refresh_from_db()
     return simulation

@@ -24,6 +24,7 @@ from fmugateway.problems import DomainError
 from simulations import runner
 from simulations.fmu import FMULimits, InvalidFMU, inspect_fmu
 from simulations.models import FINISHED_STATUSES, Model, Simulation, SimulationStatus
+from simulations.notifications import publish_simulation_finished
 from simulations.params import simulation_params
 from simulations.selectors import storage_object_in_use
 
@@ -210,6 +211,7 @@ def simulation_cancel(*, simulation: Simulation) -> Simulation:
             locked.error_message = "Cancelled before it started."
             locked.charge = refund_run_charge(charge=locked.charge, reason="cancelled before start")
             locked.save()
+            _announce_finished(locked.pk)
         elif locked.status == SimulationStatus.RUNNING:
             if locked.cancel_requested_at is None:
                 locked.cancel_requested_at = now
@@ -386,6 +388,7 @@ def _record_outcome(simulation: Simulation, outcome: runner.SandboxOutcome) -> S
             simulation, outcome.error_code or "sandbox_failed", outcome.message or "", extra=fields
         )
     Simulation.objects.filter(pk=simulation.pk, status=SimulationStatus.RUNNING).update(**fields)
+    _announce_finished(simulation.pk)
     simulation.refresh_from_db()
     return simulation
 
@@ -407,7 +410,12 @@ def _finish_with_platform_fault(
         locked.lease_expires_at = None
         locked.charge = refund_run_charge(charge=locked.charge, reason=error_code)
         locked.save()
+        _announce_finished(locked.pk)
     return locked
+
+
+def _announce_finished(simulation_id) -> None:
+    transaction.on_commit(lambda: publish_simulation_finished(simulation_id))
 
 
 def reconcile_stale_simulations() -> int:

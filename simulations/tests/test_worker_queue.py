@@ -104,7 +104,9 @@ def test_hostile_models_fail_cleanly_and_the_worker_keeps_serving(gateway, fmu_p
             },
         }
         run_ids = {
-            name: submit(server, session, {"model": upload(server, session, fmu_paths[name]), **extra})
+            name: submit(
+                server, session, {"model": upload(server, session, fmu_paths[name]), **extra}
+            )
             for name, extra in hostile.items()
         }
         runs = {name: wait_for(server, session, run_id) for name, run_id in run_ids.items()}
