@@ -17,6 +17,10 @@ run; a thread that finds it busy starts another. A run:
    the model process itself (error.json) only label a failure, never make one
    a success.
 
+Runs live under `DEFAULT_RUN_ROOT` and slot n runs as uid/gid
+`DEFAULT_SLOT_UID_BASE + n`; the Django settings may change both with
+`configure()` (nothing here reads the environment).
+
 If the server dies, stops answering or breaks the protocol, this process kills
 its whole process group (the run dies with it: every process below has
 PR_SET_PDEATHSIG), reports the run as `platform_error` and starts a fresh
@@ -172,20 +176,26 @@ class SandboxServerProcess:
     """One `python -m simulations.sandbox` child of this process and its JSON-line pipes."""
 
     def __init__(self, python_executable: str) -> None:
-        self.process = subprocess.Popen(
-            [python_executable, "-s", "-m", "simulations.sandbox"],
-            cwd=PROJECT_ROOT,
-            env={},
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            start_new_session=True,
-            close_fds=True,
-        )
+        try:
+            self.process = subprocess.Popen(
+                [python_executable, "-s", "-m", "simulations.sandbox"],
+                cwd=PROJECT_ROOT,
+                env={},  # no secret of the worker reaches the sandbox
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as error:
+            raise SandboxUnavailable(f"cannot start the sandbox server: {error}") from error
         assert self.process.stdin is not None and self.process.stdout is not None
         self.command_fd = self.process.stdin.fileno()
         self.event_fd = self.process.stdout.fileno()
         os.set_blocking(self.command_fd, False)
         os.set_blocking(self.event_fd, False)
+        # poll, not select: a busy worker may hold descriptors above FD_SETSIZE.
+        self.poller = select.poll()
+        self.poller.register(self.event_fd, select.POLLIN)
         self.buffer = b""
         self.isolation = "unknown"
         try:
@@ -218,8 +228,7 @@ class SandboxServerProcess:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            readable, _, _ = select.select([self.event_fd], [], [], remaining)
-            if not readable:
+            if not self.poller.poll(remaining * 1000):
                 return None
             try:
                 chunk = os.read(self.event_fd, 65536)
@@ -456,10 +465,14 @@ def _signal_name(number: int) -> str:
     return f"{name} ({description.lower()})" if description else name
 
 
-def _judge(finished: dict[str, Any], run_dir: _RunDir, limits: SandboxLimits) -> tuple:
-    """(status, error_code, message, result_path) from the server's report and the files."""
-    killed_by = finished.get("killed_by")
+Verdict = tuple[str, str | None, str | None, Path | None]  # status, error_code, message, result
+
+
+def _judge(finished: dict[str, Any], run_dir: _RunDir, limits: SandboxLimits) -> Verdict:
+    """The run's verdict from the server's report (trusted) and the files it left."""
     kind, value = finished.get("exit_kind"), finished.get("exit_value")
+    # A model that exited by itself just before the kill landed is judged as it ended.
+    killed_by = finished.get("killed_by") if kind != "exited" else None
     cpu_seconds = float(finished.get("cpu_seconds") or 0.0)
     max_rss = int(finished.get("max_rss_bytes") or 0)
     if killed_by == "timeout":
@@ -574,16 +587,25 @@ def run_simulation(
     _check_params(params)
     params_json = json.loads(json.dumps(params))  # fails early if not JSON-serializable
 
-    def outcome(status: str, code: str | None, message: str | None, **extra: Any) -> SandboxOutcome:
+    def outcome(
+        status: str,
+        code: str | None,
+        message: str | None,
+        *,
+        result_path: Path | None = None,
+        log_tail: str = "",
+        cpu_seconds: float = 0.0,
+        run_dir: Path | None = None,
+    ) -> SandboxOutcome:
         return SandboxOutcome(
             status=status,
-            result_path=extra.get("result_path"),
+            result_path=result_path,
             error_code=code,
             message=message,
-            log_tail=extra.get("log_tail", ""),
-            cpu_seconds=extra.get("cpu_seconds", 0.0),
+            log_tail=log_tail,
+            cpu_seconds=cpu_seconds,
             wall_seconds=time.monotonic() - started,
-            run_dir=extra.get("run_dir"),
+            run_dir=run_dir,
         )
 
     try:

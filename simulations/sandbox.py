@@ -13,8 +13,9 @@ simulates in a few ms), then serves one run at a time:
              private mount tree: a read-only tmpfs root holding read-only binds
              of /usr (+ the /lib /bin symlinks), /etc/ld.so.cache and the Python
              library dirs, a few /dev nodes, a fresh /proc, a small /tmp, and
-             the run's own dir at /sandbox (nothing else: no /etc/passwd, /root,
-             /home, /work, /var, other runs); no network (empty net namespace);
+             the run's own dir at /sandbox (nothing else: no /etc/passwd, /home,
+             /work, /var, other runs; of /root at most the interpreter's library
+             dir, if Python lives there); no network (empty net namespace);
              rlimits; no_new_privs; setgroups([]) and a uid/gid of its own slot;
              a seccomp filter; then extract, load and simulate the FMU, write
              result.npy. Everything the model prints or logs goes to fmu.log.
@@ -41,8 +42,10 @@ Isolation levels (probed once at start, reported in the "ready" event):
 - not root, kernel allows user namespaces: user-namespaces+seccomp+rlimits
   (same namespaces; the model runs as the caller's uid mapped to 65534);
 - root without namespaces (e.g. a container without CAP_SYS_ADMIN):
-  setuid+seccomp+rlimits;
-- otherwise seccomp+rlimits (or rlimits-only): a developer fallback only.
+  setuid+seccomp+rlimits (the model sees the host's files as an unprivileged
+  user and has the network; what it leaves running is killed by uid);
+- otherwise seccomp+rlimits (or rlimits-only): a developer fallback only (the
+  model runs as the caller's user and could signal its processes).
 
 Protocol (runner -> server):
   {"op": "run", "run_id", "run_dir", "root_dir", "uid", "gid", "limits": {...}}
@@ -616,6 +619,7 @@ def _prepare_model_process(
     """The trusted part of the model process: sandbox itself, read the parameters.
     Returns the parameters and the progress descriptor."""
     os.setsid()  # own process group: the model cannot signal the server's group
+    os.umask(0o022)
     log_fd = os.open(
         os.path.join(request.run_dir, LOG_FILE),
         os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW,
@@ -763,7 +767,10 @@ def simulate_in_sandbox(params: dict[str, Any], progress_fd: int) -> int:
         dtype = [("time", "<f8")] + [
             (name, _numpy_type_for(variables[name].type)) for name in input_names
         ]
-        input_signals = np.array([tuple(row) for row in input_table["rows"]], dtype=dtype)
+        try:
+            input_signals = np.array([tuple(row) for row in input_table["rows"]], dtype=dtype)
+        except (TypeError, ValueError) as error:
+            return _report_failure("invalid_parameters", f"The input table is not valid: {error}")
 
     experiment = model_description.defaultExperiment
     start_time = params.get("start_time")
@@ -945,7 +952,6 @@ class ActiveRun:
     deadline: float
     model_pid: int | None = None
     killed_by: str | None = None
-    killed_at: float | None = None
     status_buffer: bytes = b""
     progress_buffer: bytes = b""
     last_progress_sent: float = 0.0
@@ -1059,6 +1065,11 @@ class SandboxServer:
             return
         try:
             request = RunRequest.from_command(command)
+            if (
+                self.mode in (ISOLATION_NAMESPACES, ISOLATION_SETUID)
+                and min(request.uid, request.gid) <= 0
+            ):
+                raise ValueError("the model must not run as root")
         except (KeyError, TypeError, ValueError) as error:
             self.send({"event": "error", "run_id": run_id, "message": f"bad run request: {error}"})
             return
@@ -1169,22 +1180,21 @@ class SandboxServer:
         if run is None or run.killed_by is not None:
             return
         run.killed_by = reason
-        run.killed_at = time.monotonic()
+        # From now on the deadline is for the monitor's report of the kill.
+        run.deadline = time.monotonic() + KILL_GRACE_SECONDS
         self.kill_model(run)
 
     def enforce_deadline(self) -> None:
         run = self.run
-        if run is None:
+        if run is None or time.monotonic() < run.deadline:
             return
-        now = time.monotonic()
-        if run.killed_by is None and now >= run.deadline:
+        if run.killed_by is None:
             self.kill_run("timeout")
-        elif run.killed_at is not None and now >= run.killed_at + KILL_GRACE_SECONDS:
+        else:
             # The monitor did not report after its model was killed: end it too.
             with contextlib.suppress(ProcessLookupError):
                 os.kill(run.monitor_pid, signal.SIGKILL)
             run.deadline = float("inf")
-            run.killed_at = None
 
     def finish_run(self) -> None:
         run = self.run

@@ -54,6 +54,20 @@ def secret_in_worker_environment():
         os.environ[SECRET_VARIABLE] = previous
 
 
+@pytest.fixture(scope="module", autouse=True)
+def slot_uids_of_this_test_process():
+    """Slot uids no other process uses, so that checks for leftover processes are not
+    confused by sandbox runs of concurrent test processes."""
+    previous = runner._settings.slot_uid_base
+    runner.configure(
+        slot_uid_base=runner.DEFAULT_SLOT_UID_BASE
+        + 1_000_000
+        + (os.getpid() % 1000) * runner.DEFAULT_SLOT_COUNT
+    )
+    yield
+    runner.configure(slot_uid_base=previous)
+
+
 def run(fmu_path: Path, params: dict | None = None, limits: SandboxLimits = LIMITS, **kwargs):
     return run_simulation(fmu_path=fmu_path, params=params or {}, limits=limits, **kwargs)
 
@@ -91,14 +105,14 @@ def assert_failed(outcome: SandboxOutcome, status: str, error_code: str) -> None
 def slot_processes(settle_seconds: float = 2.0) -> list[psutil.Process]:
     """Live processes under a sandbox slot uid, after letting kills settle. Zombies do
     not count: a model process orphaned by a killed server is reaped by the host's init."""
-    first = runner.DEFAULT_SLOT_UID_BASE
+    first = runner._settings.slot_uid_base
     deadline = time.monotonic() + settle_seconds
     while True:
         remaining = [
             process
             for process in psutil.process_iter(["uids", "status"])
             if process.info["uids"]
-            and first <= process.info["uids"].real < first + 10_000
+            and first <= process.info["uids"].real < first + runner.DEFAULT_SLOT_COUNT
             and process.info["status"] != psutil.STATUS_ZOMBIE
         ]
         if not remaining or time.monotonic() > deadline:

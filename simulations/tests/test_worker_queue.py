@@ -136,3 +136,21 @@ def test_hostile_models_fail_cleanly_and_the_worker_keeps_serving(gateway, fmu_p
         submit(server, session, {"model": upload(server, session, fmu_paths["bouncing_ball"])}),
     )
     assert good["status"] == "succeeded"
+
+
+def test_cancelling_a_running_run_kills_it_quickly(gateway, fmu_paths):
+    server, worker, session = gateway
+    model_id = upload(server, session, fmu_paths["endless_loop"])
+    run_id = submit(server, session, {"model": model_id, "timeout": 60})
+    deadline = time.monotonic() + 30
+    while session.get(f"{server.url}/api/v1/simulations/{run_id}").json()["status"] != "running":
+        assert time.monotonic() < deadline, "the run never started"
+        time.sleep(0.05)
+
+    cancelled_at = time.monotonic()
+    response = session.post(f"{server.url}/api/v1/simulations/{run_id}/cancel", timeout=10)
+    assert response.status_code == 202
+    run = wait_for(server, session, run_id, timeout=30)
+    assert run["status"] == "cancelled"
+    assert time.monotonic() - cancelled_at < 5
+    assert worker.process.poll() is None
