@@ -1,0 +1,46 @@
+import pytest
+from django.test import Client
+
+from accounts.tests.factories import UserFactory
+from simulations.models import Simulation, SimulationStatus
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def operator_client():
+    client = Client()
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    return client
+
+
+def make_run(owner, status=SimulationStatus.QUEUED, **fields) -> Simulation:
+    return Simulation.objects.create(
+        owner=owner, model_name="ball", params={"timeout": 10}, status=status, **fields
+    )
+
+
+def test_runs_are_filtered_by_status_and_searched_by_owner(operator_client):
+    alice, bob = UserFactory(), UserFactory()
+    failed = make_run(alice, SimulationStatus.FAILED, error_code="model_crashed")
+    make_run(bob, SimulationStatus.SUCCEEDED)
+    page = operator_client.get("/admin/simulations/simulation/", {"status__exact": "failed"})
+    assert str(failed.pk) in page.content.decode()
+    assert page.context["cl"].result_count == 1
+    page = operator_client.get("/admin/simulations/simulation/", {"q": bob.email})
+    assert page.context["cl"].result_count == 1
+
+
+def test_a_runs_page_shows_its_log(operator_client):
+    run = make_run(UserFactory(), SimulationStatus.FAILED, log_tail="segfault: null write")
+    page = operator_client.get(f"/admin/simulations/simulation/{run.pk}/change/")
+    assert "segfault: null write" in page.content.decode()
+
+
+def test_operators_cancel_a_queued_run(operator_client):
+    run = make_run(UserFactory())
+    operator_client.post(
+        "/admin/simulations/simulation/", {"action": "cancel_runs", "_selected_action": [run.pk]}
+    )
+    run.refresh_from_db()
+    assert run.status == SimulationStatus.CANCELLED
