@@ -29,6 +29,7 @@ server for the next run. Nothing a model does can end or hang the caller.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import json
@@ -290,8 +291,16 @@ class _ServerPool:
                 return
         server.kill()
 
+    def close_all(self) -> None:
+        """Stop this process's idle servers (at exit), so none outlives its worker."""
+        with self.lock:
+            servers, self.idle = (self.idle if self.owner_pid == os.getpid() else []), []
+        for server in servers:
+            server.kill()
+
 
 _servers = _ServerPool()
+atexit.register(_servers.close_all)
 
 
 def isolation_level() -> str:
