@@ -98,9 +98,9 @@ def wait_until_healthy(url: str, *, timeout: float, process: subprocess.Popen) -
         if process.poll() is not None:
             raise RuntimeError(f"server exited early with code {process.returncode}")
         try:
-            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or still booting
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{url}/healthz did not answer within {timeout} s")
