@@ -49,9 +49,13 @@ serve:
 	$(VENV)/bin/gunicorn fmugateway.wsgi -c fmugateway/gunicorn.conf.py --bind $(HOST):$(PORT) & \
 	wait -n
 
-## system-packages: what the sandbox and browser tests need from Debian.
+## system-packages: what the sandbox and browser tests need from Debian (bubblewrap for the
+## sandbox; chromium, driven by Playwright, for the browser test: never `playwright install`).
 system-packages:
-	@command -v bwrap >/dev/null || { apt-get update -qq && apt-get install -y -qq bubblewrap; }
+	@missing=""; \
+	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
 
 ## services: start PostgreSQL and Redis if they are down.
 services:
@@ -66,7 +70,7 @@ test: install-dev system-packages services
 	$(VENV)/bin/ruff format --check .
 	DATABASE_URL=$(TEST_DATABASE_URL) TEST_REDIS_URL=$(TEST_REDIS_URL) \
 	SECRET_KEY=test-only-secret-key-not-for-production VAR_DIR=$(CURDIR)/var/test \
-	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
+	$(PY) -m pytest --basetemp=$(CURDIR)/var/test/pytest-tmp $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing on purpose." >&2; exit 1; fi; \
 	exit $$status
 

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import logging
-import uuid
 
 from django.conf import settings
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
@@ -37,9 +34,14 @@ def check_broker() -> None:
 
 
 def check_storage() -> None:
-    """Write and delete a tiny probe: readable is not enough, uploads need writable."""
-    name = default_storage.save(f"readyz/{uuid.uuid4().hex}", ContentFile(b"ok"))
-    default_storage.delete(name)
+    """Write and delete a tiny probe object: reachable is not enough, uploads need writable.
+
+    Against a bucket the probe uses a client that does not retry, so a storage outage makes
+    /readyz answer 503 within seconds.
+    """
+    from simulations.storage import probe_storage
+
+    probe_storage()
 
 
 READINESS_CHECKS = {

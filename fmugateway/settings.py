@@ -93,6 +93,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "axes",
     "fmugateway",
     "accounts",
@@ -216,10 +218,51 @@ STATICFILES_FINDERS = [
 ]
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT") or VAR_DIR / "media")
+
+# --- file storage: uploaded FMUs and results ----------------------------------------
+# Web and worker machines have separate disks, so on more than one machine FMUs and
+# results must live in an S3-compatible bucket (Tigris on Fly, AWS S3, MinIO, ...). It is
+# on exactly when a bucket is named; otherwise files stay under MEDIA_ROOT (embedded mode).
+AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME") or env_str("BUCKET_NAME")
+OBJECT_STORAGE_ENABLED = bool(AWS_STORAGE_BUCKET_NAME)
+if FLY_APP_NAME and not OBJECT_STORAGE_ENABLED:
+    # A file on one machine's disk is missing on the others: the predecessor's bug, for files.
+    raise ImproperlyConfigured(
+        "Refusing to start on Fly.io with local file storage: set AWS_STORAGE_BUCKET_NAME "
+        "(or BUCKET_NAME) and the AWS_* storage secrets."
+    )
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": {
+        "BACKEND": (
+            "simulations.object_storage.ObjectStorage"
+            if OBJECT_STORAGE_ENABLED
+            else "django.core.files.storage.FileSystemStorage"
+        )
+    },
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
+if OBJECT_STORAGE_ENABLED:
+    AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL") or env_str("AWS_ENDPOINT_URL_S3") or None
+    AWS_S3_REGION_NAME = env_str("AWS_S3_REGION_NAME") or env_str("AWS_REGION") or None
+    AWS_ACCESS_KEY_ID = env_str("AWS_ACCESS_KEY_ID") or None
+    AWS_SECRET_ACCESS_KEY = env_str("AWS_SECRET_ACCESS_KEY") or None
+    # "path" for servers without per-bucket host names (some MinIO set-ups); default: boto's.
+    AWS_S3_ADDRESSING_STYLE = env_str("AWS_S3_ADDRESSING_STYLE") or None
+    AWS_LOCATION = env_str("AWS_LOCATION")  # a key prefix, to share one bucket between apps
+    AWS_DEFAULT_ACL = None  # private objects: clients download through the API
+    # Objects are keyed by content (FMUs) or by run id (results): the same key is the same file.
+    AWS_S3_FILE_OVERWRITE = True
+    # Fail within seconds when storage is down (uploads answer 503, /readyz says so) rather
+    # than after botocore's 60 s connect timeout; timeouts, retries and upload part sizes
+    # are set in simulations.object_storage.ObjectStorage.
+    AWS_S3_CONNECT_TIMEOUT = env_int("AWS_S3_CONNECT_TIMEOUT", 5)
+    AWS_S3_READ_TIMEOUT = env_int("AWS_S3_READ_TIMEOUT", 60)
+
+# Retention: results are deleted this many days after their run finished; models unused
+# (no run started) for MODEL_RETENTION_DAYS are deleted only when MODEL_RETENTION_ENABLED.
+RESULT_RETENTION_DAYS = env_int("RESULT_RETENTION_DAYS", 30)
+MODEL_RETENTION_ENABLED = env_bool("MODEL_RETENTION_ENABLED")
+MODEL_RETENTION_DAYS = env_int("MODEL_RETENTION_DAYS", 180)
 
 # --- HTTPS (on whenever the public URL is https) ---------------------------------
 if SITE_IS_HTTPS:
@@ -249,6 +292,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        # Celery's remote-control mailboxes; kombu's default is ./control in the cwd.
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
         "polling_interval": 0.1,
     }
@@ -268,9 +313,28 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER")
 # --- billing ----------------------------------------------------------------------
 STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY")
 STRIPE_PUBLISHABLE_KEY = env_str("STRIPE_PUBLISHABLE_KEY")
-STRIPE_LIVE_MODE = env_bool("STRIPE_LIVE_MODE")
+# The key says which mode it is (sk_live_/rk_live_ or sk_test_/rk_test_); a flag that
+# disagrees with it is refused rather than trusted.
+_stripe_key_is_live = "_live_" in STRIPE_SECRET_KEY
+STRIPE_LIVE_MODE = env_bool("STRIPE_LIVE_MODE", _stripe_key_is_live)
+if STRIPE_SECRET_KEY and _stripe_key_is_live != STRIPE_LIVE_MODE:
+    raise ImproperlyConfigured("STRIPE_LIVE_MODE does not match the mode of STRIPE_SECRET_KEY.")
 STRIPE_API_BASE = env_str("STRIPE_API_BASE", "https://api.stripe.com")
 BILLING_ENABLED = bool(STRIPE_SECRET_KEY)
+# dj-stripe's ~100 migrations cost ~40 s on SQLite: the embedded mode (SQLite, billing
+# off) leaves it out so that `make run` starts fast. PostgreSQL or billing on: installed.
+STRIPE_APP_INSTALLED = BILLING_ENABLED or not DATABASE_IS_SQLITE
+if STRIPE_APP_INSTALLED:
+    INSTALLED_APPS.insert(INSTALLED_APPS.index("billing"), "djstripe")
+# dj-stripe: webhooks arrive at /stripe/webhook/<uuid>/ and are verified with the
+# endpoint's signing secret (HMAC-SHA256, 300 s tolerance); Stripe objects are keyed
+# by their Stripe id. The SDK's api_key/api_base are set in billing's AppConfig.ready().
+DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
+DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
+# Catch up with Stripe after missed webhooks (idempotent; a no-op with billing off).
+BILLING_BEAT_SCHEDULE = {
+    "reconcile-payments": {"task": "billing.tasks.reconcile_payments", "schedule": 900.0},
+}
 SIMULATION_PRICE_CENTS = env_int("SIMULATION_PRICE_CENTS", 100)
 SIMULATION_PRICE_CURRENCY = env_str("SIMULATION_PRICE_CURRENCY", "usd")
 PAYMENT_TOKEN_TTL = env_int("PAYMENT_TOKEN_TTL", 30 * 60)
@@ -296,9 +360,15 @@ SIMULATION_MAX_INPUT_ROWS = env_int("SIMULATION_MAX_INPUT_ROWS", 100_000)
 SIMULATION_LEASE_SECONDS = env_int("SIMULATION_LEASE_SECONDS", 60)
 SIMULATION_WAIT_MAX_SECONDS = 30
 CELERY_BEAT_SCHEDULE = {
+    **BILLING_BEAT_SCHEDULE,
     "reconcile-stale-simulations": {
         "task": "simulations.tasks.reconcile_stale_simulations",
         "schedule": 60.0,
+    },
+    # Idempotent, so one beat per worker machine (fly.toml's `worker -B`) is safe.
+    "apply-storage-retention": {
+        "task": "simulations.tasks.apply_storage_retention",
+        "schedule": 3600.0,
     },
 }
 
@@ -322,6 +392,31 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     # ?format=csv|json selects a result format, not a DRF renderer.
     "URL_FORMAT_OVERRIDE": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+# The OpenAPI 3 schema at /api/schema/ and its docs at /api/docs/ (fmugateway/openapi.py).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "FMU Gateway API",
+    "DESCRIPTION": (
+        "Upload FMUs, run simulations and fetch their results. Authenticate with "
+        "`Authorization: Bearer fmu_<prefix>_<secret>`. Errors are RFC 9457 "
+        "`application/problem+json`; a run that needs paying answers 402 with a checkout link."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and docs are public; a stray Authorization header must not 401 them.
+    "SERVE_AUTHENTICATION": [],
+    "AUTHENTICATION_WHITELIST": ["accounts.authentication.ApiKeyAuthentication"],
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "SimulationStatusEnum": "simulations.models.SimulationStatus",
+        "PaymentStatusEnum": "billing.models.PaymentStatus",
+    },
+    "PREPROCESSING_HOOKS": ["fmugateway.openapi.only_api_endpoints"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOGGING = {

@@ -1,8 +1,10 @@
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from fmugateway import health, views
+from fmugateway import health, openapi, views  # noqa: F401 (openapi registers the key scheme)
 
 handler404 = "fmugateway.problems.api_aware_404"
 handler500 = "fmugateway.problems.api_aware_500"
@@ -21,4 +23,9 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("portal/", include("simulations.portal_urls")),
     path("api/v1/", include("fmugateway.api_urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("", include("billing.urls")),
 ]
+if settings.STRIPE_APP_INSTALLED:  # not in the embedded mode (SQLite, billing off)
+    urlpatterns.append(path("stripe/", include("djstripe.urls", namespace="djstripe")))

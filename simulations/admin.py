@@ -56,7 +56,18 @@ class SimulationAdmin(admin.ModelAdmin):
             },
         ),
         ("Error and log", {"fields": ("error_code", "error_message", "log_tail")}),
-        ("Result", {"fields": ("result_name", "result_rows", "result_columns", "result_units")}),
+        (
+            "Result",
+            {
+                "fields": (
+                    "result_name",
+                    "result_rows",
+                    "result_columns",
+                    "result_units",
+                    "result_deleted_at",
+                )
+            },
+        ),
     )
     actions = ["cancel_runs", "retry_runs"]
 

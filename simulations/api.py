@@ -5,16 +5,32 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import Http404, StreamingHttpResponse
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+)
 from rest_framework import serializers, status
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from fmugateway.openapi import EXAMPLE_UUID, PAGINATION_PARAMETERS, errors, paginated
 from simulations import results, selectors, services
-from simulations.models import Model, Simulation
+from simulations.models import Model, Simulation, SimulationStatus
 from simulations.uploads import UploadTooLarge
+
+
+class ApiPagination(LimitOffsetPagination):
+    # The database takes no unbounded LIMIT: a larger ?limit is served as this one.
+    max_limit = 1000
 
 
 def get_owned_model(request: Request, model_id) -> Model:
@@ -31,6 +47,7 @@ def get_owned_simulation(request: Request, simulation_id) -> Simulation:
         raise Http404 from exc
 
 
+@extend_schema_serializer(component_name="Model")
 class ModelOutputSerializer(serializers.ModelSerializer):
     variables_count = serializers.IntegerField()
     model_identifiers = serializers.SerializerMethodField()
@@ -60,16 +77,37 @@ class ModelOutputSerializer(serializers.ModelSerializer):
         return model.summary.get("model_identifiers", {})
 
 
+class ModelUploadSerializer(serializers.Serializer):
+    """Schema only: the multipart form of an upload."""
+
+    file = serializers.FileField(help_text="The .fmu file (FMI 1.0, 2.0 or 3.0).")
+
+
 class ModelListApi(APIView):
     parser_classes = [MultiPartParser]
 
+    @extend_schema(
+        operation_id="models_list",
+        summary="List your models",
+        tags=["models"],
+        parameters=PAGINATION_PARAMETERS,
+        responses={200: paginated(ModelOutputSerializer, "PaginatedModelList"), **errors()},
+    )
     def get(self, request: Request) -> Response:
-        paginator = LimitOffsetPagination()
+        paginator = ApiPagination()
         page = paginator.paginate_queryset(
             selectors.models_for_owner(owner=request.user), request, view=self
         )
         return paginator.get_paginated_response(ModelOutputSerializer(page, many=True).data)
 
+    @extend_schema(
+        operation_id="models_create",
+        summary="Upload an FMU",
+        description="Send the FMU as `multipart/form-data` in the field `file`.",
+        tags=["models"],
+        request={"multipart/form-data": ModelUploadSerializer},
+        responses={201: ModelOutputSerializer, **errors(400, 413, 415)},
+    )
     def post(self, request: Request) -> Response:
         upload = request.FILES.get("file")
         if upload is None:
@@ -89,15 +127,28 @@ class ModelListApi(APIView):
 
 
 class ModelDetailApi(APIView):
+    @extend_schema(
+        operation_id="models_retrieve",
+        summary="One model, with its modelDescription summary",
+        tags=["models"],
+        responses={200: ModelOutputSerializer, **errors(404)},
+    )
     def get(self, request: Request, model_id) -> Response:
         return Response(ModelOutputSerializer(get_owned_model(request, model_id)).data)
 
+    @extend_schema(
+        operation_id="models_destroy",
+        summary="Delete a model",
+        tags=["models"],
+        responses={204: OpenApiResponse(description="Deleted."), **errors(404, 409)},
+    )
     def delete(self, request: Request, model_id) -> Response:
         services.model_delete(model=get_owned_model(request, model_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class ModelVariablesApi(APIView):
+    @extend_schema_serializer(component_name="ModelVariable")
     class OutputSerializer(serializers.Serializer):
         name = serializers.CharField()
         causality = serializers.CharField()
@@ -107,6 +158,28 @@ class ModelVariablesApi(APIView):
         unit = serializers.CharField(allow_null=True)
         description = serializers.CharField(allow_null=True)
 
+    @extend_schema(
+        operation_id="models_variables_list",
+        summary="A model's variables",
+        tags=["models"],
+        parameters=[
+            OpenApiParameter(
+                "causality",
+                str,
+                enum=[
+                    "parameter",
+                    "calculatedParameter",
+                    "structuralParameter",
+                    "input",
+                    "output",
+                    "local",
+                    "independent",
+                ],
+                description="Only variables of this causality.",
+            )
+        ],
+        responses={200: OutputSerializer(many=True), **errors(404)},
+    )
     def get(self, request: Request, model_id) -> Response:
         model = get_owned_model(request, model_id)
         variables = model.variables
@@ -116,9 +189,20 @@ class ModelVariablesApi(APIView):
         return Response(self.OutputSerializer(variables, many=True).data)
 
 
+class SimulationErrorSerializer(serializers.Serializer):
+    """Schema only: why a run failed."""
+
+    code = serializers.CharField()
+    message = serializers.CharField()
+    log_tail = serializers.CharField(help_text="The end of the model's log.")
+
+
+@extend_schema_serializer(component_name="Simulation")
 class SimulationOutputSerializer(serializers.ModelSerializer):
     error = serializers.SerializerMethodField()
     result_url = serializers.SerializerMethodField()
+    # Results are deleted RESULT_RETENTION_DAYS after the run finished: clients see when.
+    result_expires_at = serializers.DateTimeField(read_only=True, allow_null=True)
     model = serializers.UUIDField(source="model_id", allow_null=True)
     queued_at = serializers.DateTimeField(source="created_at")
 
@@ -133,6 +217,7 @@ class SimulationOutputSerializer(serializers.ModelSerializer):
             "error",
             "result_url",
             "result_rows",
+            "result_expires_at",
             "params",
             "charge",
             "created_at",
@@ -143,6 +228,7 @@ class SimulationOutputSerializer(serializers.ModelSerializer):
             "wall_seconds",
         ]
 
+    @extend_schema_field(SimulationErrorSerializer(allow_null=True))
     def get_error(self, simulation: Simulation) -> dict | None:
         if not simulation.error_code:
             return None
@@ -153,14 +239,18 @@ class SimulationOutputSerializer(serializers.ModelSerializer):
         }
 
     def get_result_url(self, simulation: Simulation) -> str | None:
-        if not simulation.result_name:
+        if not simulation.has_result:
             return None
         return reverse("api-simulation-result", args=[simulation.pk])
+
+
+IDEMPOTENCY_KEY_MAX_LENGTH = Simulation._meta.get_field("idempotency_key").max_length
 
 
 class SimulationListApi(APIView):
     parser_classes = [JSONParser]
 
+    @extend_schema_serializer(component_name="NewSimulation")
     class InputSerializer(serializers.Serializer):
         model = serializers.UUIDField()
         start_time = serializers.FloatField(required=False, allow_null=True)
@@ -191,17 +281,94 @@ class SimulationListApi(APIView):
                     raise serializers.ValidationError(
                         f"The start value of {name!r} must be a number, boolean or string."
                     )
+                if isinstance(start, str) and "\x00" in start:
+                    raise serializers.ValidationError(
+                        f"The start value of {name!r} must not contain NUL characters."
+                    )
             return value
 
+    @extend_schema(
+        operation_id="simulations_list",
+        summary="List your simulations, newest first",
+        tags=["simulations"],
+        parameters=[
+            OpenApiParameter(
+                "status", str, enum=SimulationStatus.values, description="Only runs in this state."
+            ),
+            *PAGINATION_PARAMETERS,
+        ],
+        responses={
+            200: paginated(SimulationOutputSerializer, "PaginatedSimulationList"),
+            **errors(400),
+        },
+    )
     def get(self, request: Request) -> Response:
-        paginator = LimitOffsetPagination()
+        paginator = ApiPagination()
         queryset = selectors.simulations_for_owner(owner=request.user)
         status_filter = request.query_params.get("status")
         if status_filter:
+            if status_filter not in SimulationStatus.values:
+                raise serializers.ValidationError(
+                    {"status": [f"status is one of {', '.join(SimulationStatus.values)}."]}
+                )
             queryset = queryset.filter(status=status_filter)
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(SimulationOutputSerializer(page, many=True).data)
 
+    @extend_schema(
+        operation_id="simulations_create",
+        summary="Start a simulation",
+        description=(
+            "Queues one run of a model; defaults come from the model's DefaultExperiment. "
+            "Without credit and without a valid `Payment-Token` the answer is 402 with a "
+            "checkout link; pay, then repeat the request with the token."
+        ),
+        tags=["simulations"],
+        request=InputSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                {"type": "string", "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH},
+                OpenApiParameter.HEADER,
+                description=(
+                    "Repeat a request with the same key to get the same run, charged once."
+                ),
+            ),
+            OpenApiParameter(
+                "Payment-Token",
+                str,
+                OpenApiParameter.HEADER,
+                description="The token of a paid payment (`pt_...`): pays for this run.",
+            ),
+            OpenApiParameter(
+                "Location",
+                str,
+                OpenApiParameter.HEADER,
+                description="The run's URL.",
+                response=[202],
+            ),
+        ],
+        responses={
+            202: OpenApiResponse(
+                SimulationOutputSerializer,
+                description="Queued, or the run an earlier request with this Idempotency-Key made.",
+            ),
+            **errors(400, 402, 409, 415, 503),
+        },
+        examples=[
+            OpenApiExample(
+                "Bouncing ball for 3 s",
+                value={
+                    "model": EXAMPLE_UUID,
+                    "stop_time": 3.0,
+                    "output_interval": 0.01,
+                    "start_values": {"e": 0.7},
+                    "output": ["h", "v"],
+                },
+                request_only=True,
+            )
+        ],
+    )
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -212,11 +379,16 @@ class SimulationListApi(APIView):
         except Model.DoesNotExist as exc:
             raise serializers.ValidationError({"model": ["No such model."]}) from exc
         request_fields = {name: value for name, value in data.items() if value is not None}
+        idempotency_key = request.headers.get("Idempotency-Key")
+        if idempotency_key and len(idempotency_key) > IDEMPOTENCY_KEY_MAX_LENGTH:
+            raise serializers.ValidationError(
+                {"Idempotency-Key": [f"At most {IDEMPOTENCY_KEY_MAX_LENGTH} characters."]}
+            )
         simulation, _created = services.simulation_create(
             owner=request.user,
             model=model,
             request=request_fields,
-            idempotency_key=request.headers.get("Idempotency-Key"),
+            idempotency_key=idempotency_key,
             payment_token=request.headers.get("Payment-Token"),
         )
         body = SimulationOutputSerializer(simulation).data
@@ -228,6 +400,22 @@ class SimulationListApi(APIView):
 
 
 class SimulationDetailApi(APIView):
+    @extend_schema(
+        operation_id="simulations_retrieve",
+        summary="A simulation's status, progress, timings, error and charge",
+        tags=["simulations"],
+        parameters=[
+            OpenApiParameter(
+                "wait",
+                OpenApiTypes.NUMBER,
+                description=(
+                    "Hold the request up to this many seconds (at most 30) and answer as soon "
+                    "as the run has finished."
+                ),
+            )
+        ],
+        responses={200: SimulationOutputSerializer, **errors(400, 404)},
+    )
     def get(self, request: Request, simulation_id) -> Response:
         simulation = get_owned_simulation(request, simulation_id)
         selectors.simulation_wait_until_finished(
@@ -248,6 +436,13 @@ def _wait_seconds(request: Request) -> float:
 
 
 class SimulationCancelApi(APIView):
+    @extend_schema(
+        operation_id="simulations_cancel",
+        summary="Cancel a queued or running simulation",
+        tags=["simulations"],
+        request=None,
+        responses={202: SimulationOutputSerializer, **errors(404, 409)},
+    )
     def post(self, request: Request, simulation_id) -> Response:
         simulation = services.simulation_cancel(
             simulation=get_owned_simulation(request, simulation_id)
@@ -257,26 +452,69 @@ class SimulationCancelApi(APIView):
         )
 
 
+class ResultJsonSerializer(serializers.Serializer):
+    """Schema only: a result as JSON (`?format=json`)."""
+
+    columns = serializers.ListField(child=serializers.CharField(), help_text="time first.")
+    units = serializers.DictField(child=serializers.CharField(), help_text="Units by column.")
+    data = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField(allow_null=True)),
+        help_text="One row per output point; null for a non-finite value.",
+    )
+
+
+class IgnoreAcceptHeader(BaseContentNegotiation):
+    """?format picks the result's format; an `Accept: text/csv` must not make errors a 406."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0]
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
 class SimulationResultApi(APIView):
+    content_negotiation_class = IgnoreAcceptHeader
+
+    @extend_schema(
+        operation_id="simulations_result_retrieve",
+        summary="A finished run's result, streamed as CSV or JSON",
+        tags=["simulations"],
+        parameters=[
+            OpenApiParameter("format", str, enum=["csv", "json"], default="csv"),
+            OpenApiParameter(
+                "variables",
+                str,
+                description="Comma-separated names of the columns to return (default: all).",
+            ),
+        ],
+        responses={
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR,
+                description="Header row `time,<var>,...`, then one row per output point.",
+            ),
+            (200, "application/json"): ResultJsonSerializer,
+            **errors(400, 404, 409, 410, 503),
+        },
+    )
     def get(self, request: Request, simulation_id) -> StreamingHttpResponse:
         simulation = get_owned_simulation(request, simulation_id)
-        if not simulation.result_name:
-            raise services.SimulationConflict(
-                f"The simulation has no result ({simulation.status})."
-            )
+        results.check_result_available(simulation)
         result_format = request.query_params.get("format", "csv")
         if result_format not in ("csv", "json"):
             raise serializers.ValidationError({"format": ["format is csv or json."]})
         columns = results.selected_columns(simulation, request.query_params.get("variables"))
+        stored = results.open_result(simulation)
         if result_format == "csv":
             response = StreamingHttpResponse(
-                results.iter_csv(simulation, columns), content_type="text/csv; charset=utf-8"
+                results.iter_csv(simulation, columns, stored),
+                content_type="text/csv; charset=utf-8",
             )
             response["Content-Disposition"] = (
                 f'attachment; filename="{simulation.model_name}-{simulation.pk}.csv"'
             )
         else:
             response = StreamingHttpResponse(
-                results.iter_json(simulation, columns), content_type="application/json"
+                results.iter_json(simulation, columns, stored), content_type="application/json"
             )
         return response

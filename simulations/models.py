@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
@@ -95,6 +96,9 @@ class Simulation(models.Model):
     result_rows = models.BigIntegerField(null=True, blank=True)
     result_columns = models.JSONField(default=list, blank=True)
     result_units = models.JSONField(default=dict, blank=True)
+    # Set when retention deletes the result (the run row stays for history and billing);
+    # from then on the result is gone for clients, even while its object is being removed.
+    result_deleted_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -110,6 +114,12 @@ class Simulation(models.Model):
         indexes = [
             models.Index(fields=["owner", "-created_at"]),
             models.Index(fields=["status", "lease_expires_at"]),
+            # The retention task's scan: finished runs that still have a stored result.
+            models.Index(
+                fields=["finished_at"],
+                condition=~Q(result_name=""),
+                name="simulation_stored_result_idx",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -129,3 +139,18 @@ class Simulation(models.Model):
     @property
     def queued_at(self):
         return self.created_at
+
+    @property
+    def has_result(self) -> bool:
+        """Whether a result is stored and may be served (not yet deleted by retention)."""
+        return bool(self.result_name) and self.result_deleted_at is None
+
+    @property
+    def result_expires_at(self) -> datetime | None:
+        """When retention deletes (or deleted) this run's result; None without a result."""
+        if self.result_deleted_at is not None:
+            return self.result_deleted_at
+        days = settings.RESULT_RETENTION_DAYS
+        if not self.result_name or self.finished_at is None or days <= 0:
+            return None
+        return self.finished_at + timedelta(days=days)

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from django.core.files import File
-from django.core.files.storage import default_storage
+from django.conf import settings
 from numpy.lib import format as npy_format
 
 from fmugateway.problems import DomainError
 from simulations.models import Simulation
+from simulations.storage import open_stored_file, store_file
 
 ROWS_PER_CHUNK = 8192
 
@@ -26,6 +26,17 @@ ROWS_PER_CHUNK = 8192
 class UnknownResultVariables(DomainError):
     status_code = 400
     code = "invalid-request"
+
+
+class ResultUnavailable(DomainError):
+    status_code = 409
+    code = "conflict"
+
+
+class ResultExpired(DomainError):
+    status_code = 410
+    code = "result-expired"
+    title = "Result deleted"
 
 
 def result_storage_name(simulation_id) -> str:
@@ -39,11 +50,7 @@ def store_result(*, simulation: Simulation, result_path: Path) -> dict:
     rows = int(shape[0])
     columns = list(dtype.names or [])
     units = _units_for(simulation, columns)
-    name = result_storage_name(simulation.pk)
-    if default_storage.exists(name):
-        default_storage.delete(name)
-    with result_path.open("rb") as handle:
-        saved = default_storage.save(name, File(handle))
+    saved = store_file(name=result_storage_name(simulation.pk), path=result_path)
     return {
         "result_name": saved,
         "result_rows": rows,
@@ -87,9 +94,29 @@ def selected_columns(simulation: Simulation, variables: str | None) -> list[str]
     return ["time", *[name for name in wanted if name != "time"]]
 
 
-def _chunks(storage_name: str, columns: list[str]) -> Iterator[np.ndarray]:
+def check_result_available(simulation: Simulation) -> None:
+    """Raise ResultExpired (410) or ResultUnavailable (409) when the run has no result to serve."""
+    if simulation.result_deleted_at is not None:
+        raise ResultExpired(
+            f"The result was deleted on {simulation.result_deleted_at:%Y-%m-%d}: results are "
+            f"kept for {settings.RESULT_RETENTION_DAYS} days after their run finishes."
+        )
+    if not simulation.result_name:
+        raise ResultUnavailable(f"The simulation has no result ({simulation.status}).")
+
+
+def open_result(simulation: Simulation):
+    """Open a run's stored result for streaming, or say why there is none.
+
+    Opened before the response starts, so a storage outage is a 503, not a cut-off 200.
+    """
+    check_result_available(simulation)
+    return open_stored_file(name=simulation.result_name)
+
+
+def _chunks(stored, columns: list[str]) -> Iterator[np.ndarray]:
     """The result's rows in chunks, as 2-D float arrays of the selected columns."""
-    with default_storage.open(storage_name, "rb") as handle:
+    with stored as handle:
         shape, fortran_order, dtype = _read_npy_header(handle)
         if fortran_order or len(shape) != 1:
             raise ValueError("unexpected result layout")
@@ -104,9 +131,10 @@ def _chunks(storage_name: str, columns: list[str]) -> Iterator[np.ndarray]:
             remaining -= count
 
 
-def iter_csv(simulation: Simulation, columns: list[str]) -> Iterator[bytes]:
+def iter_csv(simulation: Simulation, columns: list[str], stored) -> Iterator[bytes]:
+    """CSV of an opened result (see open_result), a chunk of rows at a time."""
     yield (",".join(_csv_header(simulation, columns)) + "\n").encode()
-    for block in _chunks(simulation.result_name, columns):
+    for block in _chunks(stored, columns):
         buffer = io.StringIO()
         np.savetxt(buffer, block, fmt="%.15g", delimiter=",")
         yield buffer.getvalue().encode()
@@ -122,13 +150,14 @@ def _csv_field(name: str) -> str:
     return name
 
 
-def iter_json(simulation: Simulation, columns: list[str]) -> Iterator[bytes]:
+def iter_json(simulation: Simulation, columns: list[str], stored) -> Iterator[bytes]:
+    """JSON of an opened result (see open_result), a chunk of rows at a time."""
     units = {name: unit for name, unit in simulation.result_units.items() if name in columns}
     yield (
         '{"columns": ' + json.dumps(columns) + ', "units": ' + json.dumps(units) + ', "data": ['
     ).encode()
     first = True
-    for block in _chunks(simulation.result_name, columns):
+    for block in _chunks(stored, columns):
         rows = [",".join(_json_number(value) for value in row) for row in block.tolist()]
         text = "[" + "],[".join(rows) + "]"
         yield (text if first else "," + text).encode()
@@ -140,8 +169,3 @@ def _json_number(value: float) -> str:
     if not math.isfinite(value):
         return "null"
     return repr(value)
-
-
-def delete_result(simulation: Simulation) -> None:
-    if simulation.result_name:
-        default_storage.delete(simulation.result_name)

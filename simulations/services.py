@@ -9,17 +9,22 @@ import shutil
 import tempfile
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.core.files import File
-from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from billing.services import charge_for_run, refund_run_charge
+from billing.services import (
+    PaymentRequired,
+    charge_for_run,
+    refund_run_charge,
+    run_charge_link,
+    run_payment_request,
+)
 from fmugateway.problems import DomainError
 from simulations import runner
 from simulations.fmu import FMULimits, InvalidFMU, inspect_fmu
@@ -27,6 +32,13 @@ from simulations.models import FINISHED_STATUSES, Model, Simulation, SimulationS
 from simulations.notifications import publish_simulation_finished
 from simulations.params import simulation_params
 from simulations.selectors import storage_object_in_use
+from simulations.storage import (
+    StorageUnavailable,
+    delete_stored_file,
+    open_stored_file,
+    store_file,
+    stored_file_exists,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +87,9 @@ def fmu_storage_name(sha256: str) -> str:
 def model_upload(*, owner, file_path: Path, file_name: str, sha256: str, size: int) -> Model:
     """Check an uploaded FMU on local disk, store it once per content, and record it for owner.
 
-    Nothing reaches storage unless the FMU passed every check.
+    Nothing reaches storage unless the FMU passed every check, and the row is created only
+    once its file is stored: with storage down this raises StorageUnavailable (503) and
+    creates nothing.
     """
     file_path = Path(file_path)
     try:
@@ -83,52 +97,78 @@ def model_upload(*, owner, file_path: Path, file_name: str, sha256: str, size: i
     except InvalidFMU as invalid:
         raise FMURejected(invalid) from invalid
     storage_name = fmu_storage_name(sha256)
-    _store_once(storage_name, file_path)
-    return Model.objects.create(
-        owner=owner,
-        file_name=Path(file_name).name[:255] or "model.fmu",
-        sha256=sha256,
-        size=size,
-        storage_name=storage_name,
-        model_name=summary.model_name,
-        description=summary.description or "",
-        fmi_version=summary.fmi_version,
-        guid=summary.guid,
-        generation_tool=summary.generation_tool or "",
-        fmi_types=summary.fmi_types,
-        runnable_fmi_types=summary.runnable_fmi_types,
-        platforms=summary.platforms,
-        default_experiment=summary.default_experiment,
-        summary=summary.to_json(),
-    )
+    with transaction.atomic():
+        _lock_stored_fmu(sha256)
+        if not stored_file_exists(name=storage_name):
+            store_file(name=storage_name, path=file_path)
+        return Model.objects.create(
+            owner=owner,
+            file_name=Path(file_name).name[:255] or "model.fmu",
+            sha256=sha256,
+            size=size,
+            storage_name=storage_name,
+            model_name=summary.model_name,
+            description=summary.description or "",
+            fmi_version=summary.fmi_version,
+            guid=summary.guid,
+            generation_tool=summary.generation_tool or "",
+            fmi_types=summary.fmi_types,
+            runnable_fmi_types=summary.runnable_fmi_types,
+            platforms=summary.platforms,
+            default_experiment=summary.default_experiment,
+            summary=summary.to_json(),
+        )
 
 
-def _store_once(storage_name: str, file_path: Path) -> None:
-    if default_storage.exists(storage_name):
-        return
-    with file_path.open("rb") as handle:
-        saved_name = default_storage.save(storage_name, File(handle))
-    if saved_name != storage_name:
-        # Another upload of the same content won the race; keep one copy.
-        default_storage.delete(saved_name)
+def _lock_stored_fmu(sha256: str) -> None:
+    """Inside a transaction: one process at a time stores, references or deletes this FMU.
+
+    Without it the last owner's delete could remove the object just after a new upload of the
+    same file found it present, leaving the new row pointing at nothing. PostgreSQL only: the
+    embedded SQLite mode is one machine, where this race needs two requests in one instant.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int(sha256[:15], 16)])
 
 
 def model_delete(*, model: Model) -> None:
-    """Delete the row; the stored file goes only when no other row (any owner) uses it."""
+    """Delete the row; the stored file goes (after commit) only when no other row uses it.
+
+    The file itself is released by `stored_fmu_release`, which a post_delete receiver calls
+    for every deleted model row, so cascades (an account deleted) release files too.
+    """
     active = model.simulations.filter(
         status__in=[SimulationStatus.QUEUED, SimulationStatus.RUNNING]
     ).exists()
     if active:
         raise ModelInUse("The model has queued or running simulations; cancel them first.")
-    storage_name = model.storage_name
     model.delete()
-    if not storage_object_in_use(storage_name=storage_name):
-        transaction.on_commit(lambda: _delete_if_unused(storage_name))
 
 
-def _delete_if_unused(storage_name: str) -> None:
-    if not storage_object_in_use(storage_name=storage_name):
-        default_storage.delete(storage_name)
+def stored_fmu_release(*, sha256: str, storage_name: str) -> bool:
+    """Delete a stored FMU if no model row (of any owner) references it; True if deleted.
+
+    Best effort: with storage down the object stays (no row points at it any more).
+    """
+    with transaction.atomic():
+        _lock_stored_fmu(sha256)
+        if storage_object_in_use(storage_name=storage_name):
+            return False
+        try:
+            delete_stored_file(name=storage_name)
+        except StorageUnavailable:
+            logger.warning("stored FMU %s was left in storage: storage unavailable", storage_name)
+            return False
+    return True
+
+
+def stored_result_release(*, storage_name: str) -> None:
+    """Delete the result of a deleted run; best effort, like stored_fmu_release."""
+    try:
+        delete_stored_file(name=storage_name)
+    except StorageUnavailable:
+        logger.warning("result %s was left in storage: storage unavailable", storage_name)
 
 
 # --- creating runs -----------------------------------------------------------------------
@@ -169,6 +209,7 @@ def simulation_create(
                 request_fingerprint=fingerprint,
                 charge=charge,
             )
+            run_charge_link(charge=charge, simulation=simulation)
             Model.objects.filter(pk=model.pk).update(last_used_at=timezone.now())
             transaction.on_commit(lambda: _enqueue(simulation.pk))
     except IntegrityError:
@@ -177,6 +218,13 @@ def simulation_create(
         if existing is None:
             raise
         return existing, False
+    except PaymentRequired as refused:
+        # A concurrent retry with the same key may have won with the same token: same run.
+        existing = idempotency_key and _replayed_simulation(owner, idempotency_key, fingerprint)
+        if existing:
+            return existing, False
+        # The rolled-back transaction took nothing; the 402's Checkout Session is made now.
+        raise run_payment_request(user=owner, refused=refused) from None
     return simulation, True
 
 
@@ -283,8 +331,9 @@ def simulation_execute(*, simulation_id: uuid.UUID | str) -> Simulation | None:
     work_dir = Path(tempfile.mkdtemp(prefix="fmugw-run-"))
     try:
         fmu_path = work_dir / "model.fmu"
+        # The sandbox's private copy: the only local file of a stored FMU.
         with (
-            default_storage.open(simulation.model.storage_name, "rb") as stored,
+            open_stored_file(name=simulation.model.storage_name) as stored,
             fmu_path.open("wb") as local,
         ):
             shutil.copyfileobj(stored, local, 1024 * 1024)
@@ -434,3 +483,70 @@ def reconcile_stale_simulations() -> int:
         )
         count += 1
     return count
+
+
+# --- retention (Celery beat) -------------------------------------------------------------------
+
+RETENTION_BATCH_SIZE = 200
+
+
+def results_expire(*, now: datetime | None = None) -> int:
+    """Delete results older than RESULT_RETENTION_DAYS; returns how many were deleted.
+
+    Idempotent and resumable: runs are first marked (a marked result is never served again),
+    then their objects deleted; a delete that fails is retried on the next call. The run rows
+    stay, for the owner's history and the billing trail.
+    """
+    now = now or timezone.now()
+    days = settings.RESULT_RETENTION_DAYS
+    if days > 0:
+        Simulation.objects.filter(
+            finished_at__lt=now - timedelta(days=days), result_deleted_at__isnull=True
+        ).exclude(result_name="").update(result_deleted_at=now)
+    deleted = 0
+    while True:
+        marked = list(
+            Simulation.objects.filter(result_deleted_at__isnull=False)
+            .exclude(result_name="")
+            .values_list("pk", "result_name")[:RETENTION_BATCH_SIZE]
+        )
+        for simulation_id, result_name in marked:
+            try:
+                delete_stored_file(name=result_name)
+            except StorageUnavailable:
+                return deleted  # storage is down: the next run picks up where this one stopped
+            Simulation.objects.filter(pk=simulation_id, result_name=result_name).update(
+                result_name=""
+            )
+            deleted += 1
+        if len(marked) < RETENTION_BATCH_SIZE:
+            return deleted
+
+
+def models_expire(*, now: datetime | None = None) -> int:
+    """Delete models no run has used for MODEL_RETENTION_DAYS (off unless enabled).
+
+    A model with a queued or running run is kept; its stored file goes with its last row.
+    """
+    if not settings.MODEL_RETENTION_ENABLED or settings.MODEL_RETENTION_DAYS <= 0:
+        return 0
+    now = now or timezone.now()
+    stale = (
+        Model.objects.annotate(last_activity=Coalesce("last_used_at", "created_at"))
+        .filter(last_activity__lt=now - timedelta(days=settings.MODEL_RETENTION_DAYS))
+        .order_by("last_activity")
+    )
+    deleted = 0
+    for model in stale.iterator(chunk_size=RETENTION_BATCH_SIZE):
+        try:
+            model_delete(model=model)
+        except ModelInUse:
+            continue
+        deleted += 1
+    return deleted
+
+
+def storage_retention_apply(*, now: datetime | None = None) -> dict[str, int]:
+    """The periodic retention pass: expired results, then unused models."""
+    now = now or timezone.now()
+    return {"results": results_expire(now=now), "models": models_expire(now=now)}

@@ -16,6 +16,12 @@ def reconcile_stale_simulations() -> int:
     return services.reconcile_stale_simulations()
 
 
+@shared_task(ignore_result=True)
+def apply_storage_retention() -> dict[str, int]:
+    """Hourly (CELERY_BEAT_SCHEDULE): delete expired results and, if enabled, unused models."""
+    return services.storage_retention_apply()
+
+
 @worker_ready.connect
 def reconcile_on_worker_start(**_kwargs) -> None:
     reconcile_stale_simulations.delay()

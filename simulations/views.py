@@ -112,7 +112,15 @@ def _render_model_list(
     page = Paginator(selectors.models_for_owner(owner=request.user), MODELS_PER_PAGE).get_page(
         request.GET.get("page")
     )
-    context = {"form": form, "upload_error": upload_error, "page": page, "models": page.object_list}
+    context = {
+        "form": form,
+        "upload_error": upload_error,
+        "page": page,
+        "models": page.object_list,
+        "model_retention_days": (
+            settings.MODEL_RETENTION_DAYS if settings.MODEL_RETENTION_ENABLED else None
+        ),
+    }
     return render(request, "simulations/model_list.html", context, status=status)
 
 
@@ -225,6 +233,7 @@ def run_detail(request: HttpRequest, simulation_id) -> HttpResponse:
         "start_values": sorted((params.get("start_values") or {}).items()),
         "run_config": config,
         "csv_url": f"{config['result_url']}?format=csv",
+        "result_retention_days": settings.RESULT_RETENTION_DAYS,
     }
     return render(request, "simulations/run_detail.html", context)
 

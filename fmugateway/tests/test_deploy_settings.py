@@ -12,6 +12,9 @@ PRODUCTION_ENVIRONMENT = {
     "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
     "SITE_URL": "https://fmugateway.fly.dev",
     "FLY_APP_NAME": "fmugateway",
+    "BUCKET_NAME": "fmugateway-files",
+    "AWS_ENDPOINT_URL_S3": "https://fly.storage.tigris.dev",
+    "AWS_REGION": "auto",
 }
 
 
@@ -48,6 +51,13 @@ def test_refuses_the_filesystem_broker_on_fly():
     result = manage("check", environment=environment)
     assert result.returncode != 0
     assert "filesystem broker" in result.stderr
+
+
+def test_refuses_local_file_storage_on_fly():
+    environment = {k: v for k, v in PRODUCTION_ENVIRONMENT.items() if k != "BUCKET_NAME"}
+    result = manage("check", environment=environment)
+    assert result.returncode != 0
+    assert "Refusing to start on Fly.io with local file storage" in result.stderr
 
 
 def test_a_shared_database_requires_an_explicit_secret_key():

@@ -6,8 +6,43 @@ import pytest
 
 from simulations.tests.fmus.build import build_all
 
+OBJECT_STORAGE_BACKEND = "simulations.object_storage.ObjectStorage"
+
 
 @pytest.fixture(scope="session")
 def fmu_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Every test FMU (see tests/fmus/build.py), compiled once per test session."""
     return build_all(tmp_path_factory.mktemp("fmus"))
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """One S3-compatible server (moto) for the session; see fmugateway/tests/s3_server.py."""
+    from fmugateway.tests.s3_server import S3TestServer
+
+    server = S3TestServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server):
+    """A new, empty bucket for one test, emptied and removed afterwards."""
+    bucket = s3_server.create_bucket()
+    yield bucket
+    if s3_server.running:
+        client = s3_server.client()
+        for key in bucket.object_keys():
+            client.delete_object(Bucket=bucket.name, Key=key)
+        client.delete_bucket(Bucket=bucket.name)
+
+
+@pytest.fixture
+def s3_storage(settings, s3_bucket):
+    """Put this test process's default storage on the bucket too; returns the bucket."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": OBJECT_STORAGE_BACKEND, "OPTIONS": s3_bucket.storage_options()},
+    }
+    return s3_bucket

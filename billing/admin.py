@@ -1,0 +1,258 @@
+"""Operators: payments, the ledger and credit packs; grant credits, refund runs, void tokens.
+
+Payments and ledger rows are records of money: they are never edited or deleted here.
+Every change goes through billing.services and leaves a ledger row or a payment note.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest
+
+from billing import selectors, services
+from billing.models import CreditPack, LedgerEntry, LedgerKind, Payment
+from fmugateway.problems import DomainError
+
+
+@admin.register(CreditPack)
+class CreditPackAdmin(admin.ModelAdmin):
+    list_display = ("name", "runs", "price", "currency", "price_per_run", "active")
+    list_editable = ("active",)
+    list_filter = ("active",)
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        # Payments keep pointing at the pack they bought; retire a pack by deactivating it.
+        return False
+
+
+class LedgerEntryInline(admin.TabularInline):
+    model = LedgerEntry
+    fields = ("created_at", "kind", "runs", "simulation", "reason", "created_by")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(Payment)
+class PaymentAdmin(admin.ModelAdmin):
+    list_display = (
+        "created_at",
+        "user",
+        "purpose",
+        "amount",
+        "currency",
+        "status",
+        "token_state",
+        "stripe_checkout_session_id",
+    )
+    list_filter = ("status", "purpose", "created_at")
+    search_fields = (
+        "user__email",
+        "=stripe_checkout_session_id",
+        "=stripe_payment_intent_id",
+    )
+    date_hierarchy = "created_at"
+    list_select_related = ("user", "credit_pack")
+    inlines = [LedgerEntryInline]
+    actions = ["void_tokens", "refund_token_runs", "refund_in_stripe"]
+    fields = (
+        "id",
+        "user",
+        "purpose",
+        "credit_pack",
+        "runs",
+        "amount_cents",
+        "currency",
+        "status",
+        "stripe_checkout_session_id",
+        "stripe_payment_intent_id",
+        "checkout_url",
+        "expires_at",
+        "paid_at",
+        "fulfilled_by_event",
+        "token_state",
+        "token_expires_at",
+        "token_used_at",
+        "token_voided_at",
+        "simulation",
+        "refunded_at",
+        "refunded_cents",
+        "notes",
+        "created_at",
+        "updated_at",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        mode = {"off": "billing off", "test": "Stripe test mode", "live": "Stripe LIVE mode"}
+        title = f"Payments ({mode[selectors.billing_mode()]})"
+        return super().changelist_view(request, {**(extra_context or {}), "title": title})
+
+    def get_search_results(self, request, queryset, search_term):
+        """Also find a payment by its id (pasted from an API response or an e-mail)."""
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        if selectors.is_uuid(term):
+            results = results | queryset.filter(pk=uuid.UUID(term))
+        return results, may_have_duplicates
+
+    @admin.action(description="Void the unused payment token")
+    def void_tokens(self, request: HttpRequest, queryset: QuerySet[Payment]) -> None:
+        for payment in queryset:
+            try:
+                services.payment_token_void(
+                    payment=payment, reason="voided in the admin", operator=request.user
+                )
+            except DomainError as exc:
+                self.message_user(request, f"{payment.pk}: {exc.detail}", messages.WARNING)
+            else:
+                self.message_user(request, f"{payment.pk}: token voided.", messages.SUCCESS)
+
+    @admin.action(description="Refund the run paid with this token (as a credit)")
+    def refund_token_runs(self, request: HttpRequest, queryset: QuerySet[Payment]) -> None:
+        for payment in queryset.select_related("simulation"):
+            if payment.simulation is None:
+                self.message_user(
+                    request, f"{payment.pk}: its token has paid for no run.", messages.WARNING
+                )
+                continue
+            _refund_run(self, request, payment.simulation)
+
+    @admin.action(description="Refund the money in Stripe (records follow its webhook)")
+    def refund_in_stripe(self, request: HttpRequest, queryset: QuerySet[Payment]) -> None:
+        for payment in queryset:
+            try:
+                refund = services.payment_refund_in_stripe(payment=payment, operator=request.user)
+            except DomainError as exc:
+                self.message_user(request, f"{payment.pk}: {exc.detail}", messages.WARNING)
+            else:
+                self.message_user(
+                    request, f"{payment.pk}: refund {refund['id']} requested.", messages.SUCCESS
+                )
+
+
+class CreditChangeForm(forms.ModelForm):
+    """The ledger's add form: grant (positive) or revoke (negative) credits, with a reason."""
+
+    runs = forms.IntegerField(
+        help_text="Runs to grant (e.g. 5) or, negative, to revoke (e.g. -5).",
+    )
+    reason = forms.CharField(max_length=255, help_text="Why: kept on the ledger for good.")
+
+    class Meta:
+        model = LedgerEntry
+        fields = ("user", "runs", "reason")
+
+    def clean_runs(self) -> int:
+        runs = self.cleaned_data["runs"]
+        if runs == 0:
+            raise forms.ValidationError("Grant or revoke at least one run.")
+        return runs
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        user, runs = cleaned.get("user"), cleaned.get("runs")
+        if user is not None and runs is not None and runs < 0:
+            balance = selectors.credit_balance(user=user)
+            if -runs > balance:
+                self.add_error("runs", f"The account holds {balance} credits.")
+        return cleaned
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "user", "kind", "runs", "reason", "simulation", "payment")
+    list_filter = ("kind", "created_at")
+    search_fields = ("user__email", "reason", "=payment__stripe_checkout_session_id")
+    list_select_related = ("user", "simulation", "payment")
+    date_hierarchy = "created_at"
+    raw_id_fields = ("user",)
+    actions = ["refund_runs"]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = CreditChangeForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("user", "runs", "reason")
+        return (
+            "user",
+            "kind",
+            "runs",
+            "reason",
+            "payment",
+            "simulation",
+            "created_by",
+            "created_at",
+        )
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else self.get_fields(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def get_search_results(self, request, queryset, search_term):
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        if selectors.is_uuid(term):
+            results = results | queryset.filter(Q(payment_id=term) | Q(simulation_id=term))
+        return results, may_have_duplicates
+
+    def save_model(self, request, obj, form, change) -> None:
+        """Grants and revocations go through the services (balance lock, reason required)."""
+        if change:
+            return
+        runs, user, reason = form.cleaned_data["runs"], obj.user, form.cleaned_data["reason"]
+        if runs > 0:
+            entry = services.credits_grant(
+                user=user, runs=runs, reason=reason, operator=request.user
+            )
+        else:
+            entry = services.credits_revoke(
+                user=user, runs=-runs, reason=reason, operator=request.user
+            )
+        obj.pk = entry.pk
+        obj.kind = entry.kind
+        obj.created_at = entry.created_at
+
+    def add_view(self, request, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}), "title": "Grant or revoke credits"}
+        return super().add_view(request, form_url, extra_context)
+
+    @admin.action(description="Refund the run charged by this entry")
+    def refund_runs(self, request: HttpRequest, queryset: QuerySet[LedgerEntry]) -> None:
+        for entry in queryset.select_related("simulation"):
+            if entry.kind != LedgerKind.CHARGE or entry.simulation is None:
+                self.message_user(
+                    request, f"Entry {entry.pk} is not a run's charge.", messages.WARNING
+                )
+                continue
+            _refund_run(self, request, entry.simulation)
+
+
+def _refund_run(model_admin: admin.ModelAdmin, request: HttpRequest, simulation) -> None:
+    try:
+        services.run_charge_refund(
+            simulation=simulation, reason="refunded in the admin", operator=request.user
+        )
+    except DomainError as exc:
+        model_admin.message_user(request, f"Run {simulation.pk}: {exc.detail}", messages.WARNING)
+    else:
+        model_admin.message_user(request, f"Run {simulation.pk}: refunded.", messages.SUCCESS)

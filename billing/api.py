@@ -1,0 +1,98 @@
+"""The payments API: a caller polls its Payment until it is paid, then reads the token."""
+
+from __future__ import annotations
+
+from django.http import Http404
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from billing import selectors
+from billing.models import Payment
+from fmugateway.openapi import errors
+
+
+class PaymentOutputSerializer(serializers.ModelSerializer):
+    amount = serializers.CharField()
+    credit_pack = serializers.SerializerMethodField()
+    simulation = serializers.UUIDField(source="simulation_id", allow_null=True)
+
+    class Meta:
+        model = Payment
+        fields = [
+            "id",
+            "purpose",
+            "status",
+            "amount",
+            "currency",
+            "runs",
+            "credit_pack",
+            "checkout_url",
+            "expires_at",
+            "created_at",
+            "paid_at",
+            "simulation",
+        ]
+
+    def get_credit_pack(self, payment: Payment) -> dict | None:
+        pack = payment.credit_pack
+        return {"id": pack.pk, "name": pack.name, "runs": payment.runs} if pack else None
+
+    def to_representation(self, payment: Payment) -> dict:
+        data = super().to_representation(payment)
+        if payment.token:
+            # Only the owner ever gets here: the view looks the payment up by owner.
+            when = serializers.DateTimeField()
+            data.update(
+                token=payment.token,
+                token_status=payment.token_state,
+                token_expires_at=when.to_representation(payment.token_expires_at),
+                token_used_at=(
+                    when.to_representation(payment.token_used_at) if payment.token_used_at else None
+                ),
+            )
+        return data
+
+
+@extend_schema_serializer(component_name="Payment")
+class PaidPaymentSerializer(PaymentOutputSerializer):
+    """Schema only: the token fields a payment has once paid (shown to its owner only)."""
+
+    token = serializers.CharField(
+        required=False, help_text="Send as `Payment-Token` to pay for one run."
+    )
+    token_status = serializers.ChoiceField(
+        choices=["unused", "used", "expired", "void"], required=False
+    )
+    token_expires_at = serializers.DateTimeField(required=False)
+    token_used_at = serializers.DateTimeField(required=False, allow_null=True)
+
+    class Meta(PaymentOutputSerializer.Meta):
+        fields = [
+            *PaymentOutputSerializer.Meta.fields,
+            "token",
+            "token_status",
+            "token_expires_at",
+            "token_used_at",
+        ]
+
+
+class PaymentDetailApi(APIView):
+    @extend_schema(
+        operation_id="payments_retrieve",
+        summary="A payment's status; once paid, its token",
+        description=(
+            "Poll the `payment.status_url` of a 402 until `status` is `paid`, then retry the "
+            "refused request with the header `Payment-Token: <token>`."
+        ),
+        tags=["payments"],
+        responses={200: PaidPaymentSerializer, **errors(404)},
+    )
+    def get(self, request: Request, payment_id) -> Response:
+        try:
+            payment = selectors.payment_for_owner(owner=request.user, payment_id=payment_id)
+        except Payment.DoesNotExist as exc:
+            raise Http404 from exc
+        return Response(PaymentOutputSerializer(payment).data)

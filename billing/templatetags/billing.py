@@ -1,0 +1,13 @@
+from django import template
+
+from billing import selectors
+
+register = template.Library()
+
+
+@register.simple_tag
+def credit_balance(user) -> int:
+    """The header's balance: runs prepaid by the logged-in account."""
+    if not getattr(user, "is_authenticated", False):
+        return 0
+    return selectors.credit_balance(user=user)

@@ -1,0 +1,154 @@
+"""Operators in the admin: find payments, grant credits, refund runs, void tokens."""
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from accounts.tests.factories import UserFactory
+from billing.models import LedgerEntry, LedgerKind, Payment
+from billing.selectors import credit_balance
+from billing.tests.factories import CreditPackFactory, LedgerEntryFactory, PaymentFactory
+from simulations.models import Simulation, SimulationStatus
+
+pytestmark = pytest.mark.django_db
+
+SIMULATIONS_URL = "/api/v1/simulations"
+
+
+@pytest.fixture
+def operator() -> Client:
+    client = Client()
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    return client
+
+
+def changelist(model: str) -> str:
+    return reverse(f"admin:billing_{model}_changelist")
+
+
+def test_the_billing_pages_of_the_admin_open(operator):
+    PaymentFactory(paid=True)
+    LedgerEntryFactory()
+    CreditPackFactory()
+
+    for model in ("payment", "ledgerentry", "creditpack"):
+        assert operator.get(changelist(model)).status_code == 200
+    assert "Payments (billing off)" in operator.get(changelist("payment")).content.decode()
+
+
+def test_the_admin_says_which_stripe_mode_is_on(operator, billing_on):
+    assert "Payments (Stripe test mode)" in operator.get(changelist("payment")).content.decode()
+    assert operator.get(reverse("admin:billing_ledgerentry_add")).status_code == 200
+
+
+def test_payments_are_found_by_email_session_id_and_payment_id(operator):
+    wanted = PaymentFactory(user=UserFactory(email="wanted@example.com"))
+    other = PaymentFactory()
+
+    for term in ("wanted@example.com", wanted.stripe_checkout_session_id, str(wanted.pk)):
+        page = operator.get(changelist("payment"), {"q": term}).content.decode()
+        assert str(wanted.pk) in page, term
+        assert str(other.pk) not in page, term
+
+
+def test_an_operator_grants_credits_with_a_reason(operator):
+    customer = UserFactory()
+
+    response = operator.post(
+        reverse("admin:billing_ledgerentry_add"),
+        {"user": customer.pk, "runs": 5, "reason": "sorry for the outage"},
+    )
+
+    assert response.status_code == 302
+    entry = LedgerEntry.objects.get(user=customer)
+    assert (entry.kind, entry.runs, entry.reason) == (LedgerKind.GRANT, 5, "sorry for the outage")
+    assert entry.created_by.is_staff
+    assert credit_balance(user=customer) == 5
+
+
+def test_a_grant_without_a_reason_is_refused(operator):
+    customer = UserFactory()
+
+    response = operator.post(
+        reverse("admin:billing_ledgerentry_add"), {"user": customer.pk, "runs": 5, "reason": ""}
+    )
+
+    assert response.status_code == 200  # the form again, with its error
+    assert not LedgerEntry.objects.exists()
+
+
+def test_an_operator_cannot_revoke_more_than_the_balance(operator):
+    customer = UserFactory()
+    LedgerEntryFactory(user=customer, runs=2)
+
+    refused = operator.post(
+        reverse("admin:billing_ledgerentry_add"),
+        {"user": customer.pk, "runs": -3, "reason": "too many"},
+    )
+    allowed = operator.post(
+        reverse("admin:billing_ledgerentry_add"),
+        {"user": customer.pk, "runs": -2, "reason": "granted by mistake"},
+    )
+
+    assert refused.status_code == 200
+    assert allowed.status_code == 302
+    assert credit_balance(user=customer) == 0
+
+
+def test_an_operator_refunds_a_finished_run(operator, api_client, bouncing_ball, billing_on):
+    LedgerEntryFactory(user=api_client.user, runs=1)
+    run = api_client.post(SIMULATIONS_URL, {"model": str(bouncing_ball.pk)}, format="json").json()
+    Simulation.objects.filter(pk=run["id"]).update(status=SimulationStatus.FAILED)
+    charge = LedgerEntry.objects.get(kind=LedgerKind.CHARGE)
+
+    operator.post(
+        changelist("ledgerentry"),
+        {"action": "refund_runs", "_selected_action": [charge.pk]},
+    )
+    operator.post(  # a second time changes nothing
+        changelist("ledgerentry"),
+        {"action": "refund_runs", "_selected_action": [charge.pk]},
+    )
+
+    assert credit_balance(user=api_client.user) == 1
+    refund = LedgerEntry.objects.get(kind=LedgerKind.REFUND)
+    assert refund.created_by is not None
+    assert Simulation.objects.get(pk=run["id"]).charge["refunded"] is True
+
+
+def test_an_operator_voids_an_unused_token(operator):
+    payment = PaymentFactory(paid=True)
+
+    operator.post(
+        changelist("payment"), {"action": "void_tokens", "_selected_action": [payment.pk]}
+    )
+
+    payment.refresh_from_db()
+    assert payment.token_state == "void"
+    assert "token voided" in payment.notes
+
+
+def test_an_operator_refunds_the_money_in_stripe_and_the_webhook_does_the_rest(
+    operator, user, billing_on, webhook
+):
+    from billing import services
+
+    pack = CreditPackFactory(runs=10, price_cents=900)
+    payment = services.credit_pack_checkout_start(user=user, credit_pack=pack)
+    billing_on.pay(payment.stripe_checkout_session_id)
+    completed = billing_on.session_event(
+        "checkout.session.completed", payment.stripe_checkout_session_id
+    )
+    webhook.deliver(completed, to=Client())
+
+    operator.post(
+        changelist("payment"), {"action": "refund_in_stripe", "_selected_action": [payment.pk]}
+    )
+
+    (refund,) = billing_on.refunds.values()
+    payment.refresh_from_db()
+    assert refund["payment_intent"] == payment.stripe_payment_intent_id
+    assert payment.status == "paid"  # nothing changes before Stripe confirms
+    webhook.deliver(billing_on.charge_event("charge.refunded", refund["charge"]), to=Client())
+    assert Payment.objects.get(pk=payment.pk).status == "refunded"
+    assert credit_balance(user=user) == 0

@@ -1,0 +1,222 @@
+"""Credits: packs bought through Checkout, runs debiting the ledger, refunds of our faults."""
+
+import pytest
+from django.db import IntegrityError
+from django.test import Client
+from django.urls import reverse
+
+from billing.models import LedgerEntry, LedgerKind, Payment
+from billing.selectors import credit_balance
+from billing.tests.factories import CreditPackFactory, LedgerEntryFactory, PaymentFactory
+from simulations import runner
+from simulations import services as simulation_services
+from simulations.models import Simulation, SimulationStatus
+
+pytestmark = pytest.mark.django_db
+
+SIMULATIONS_URL = "/api/v1/simulations"
+
+
+def run_request(model, **fields) -> dict:
+    return {"model": str(model.pk), "stop_time": 1.0, "output_interval": 0.1, **fields}
+
+
+@pytest.fixture
+def browser(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_a_credit_pack_bought_on_checkout_pays_for_runs_and_a_platform_fault_refunds_one(
+    browser, api_client, bouncing_ball, billing_on, webhook, monkeypatch
+):
+    user = api_client.user
+    pack = CreditPackFactory(name="Starter", runs=10, price_cents=900)
+    pricing = browser.get(reverse("billing:pricing")).content.decode()
+    assert "Starter" in pricing
+    assert "$9.00" in pricing
+
+    bought = browser.post(reverse("billing:pack-buy", args=[pack.pk]))
+
+    assert bought.status_code == 302
+    payment = Payment.objects.get(user=user)
+    assert bought["Location"] == payment.checkout_url
+    session = billing_on.session_view(payment.stripe_checkout_session_id)
+    assert (session["amount_total"], session["currency"]) == (900, "usd")
+    assert credit_balance(user=user) == 0  # nothing before Stripe says it is paid
+
+    billing_on.pay(payment.stripe_checkout_session_id)
+    event = billing_on.session_event("checkout.session.completed", session["id"])
+    assert webhook.deliver(event, to=Client()) == 200
+
+    purchase = LedgerEntry.objects.get(user=user)
+    assert (purchase.kind, purchase.runs, purchase.payment_id) == (
+        LedgerKind.PURCHASE,
+        10,
+        payment.pk,
+    )
+    assert credit_balance(user=user) == 10
+
+    started = api_client.post(SIMULATIONS_URL, run_request(bouncing_ball), format="json")
+
+    assert started.status_code == 202
+    run = started.json()
+    assert run["charge"]["kind"] == "credit"
+    charge = LedgerEntry.objects.get(kind=LedgerKind.CHARGE)
+    assert (charge.runs, str(charge.simulation_id)) == (-1, run["id"])
+    assert credit_balance(user=user) == 9
+
+    def sandbox_cannot_start(**_kwargs):
+        raise OSError("no sandbox today")
+
+    monkeypatch.setattr(runner, "run_simulation", sandbox_cannot_start)
+    failed = simulation_services.simulation_execute(simulation_id=run["id"])
+
+    assert failed.status == SimulationStatus.FAILED
+    assert failed.charge["refunded"] is True
+    refund = LedgerEntry.objects.get(kind=LedgerKind.REFUND)
+    assert (refund.runs, str(refund.simulation_id)) == (1, run["id"])
+    assert credit_balance(user=user) == 10
+
+
+def test_a_model_failure_is_charged(api_client, billing_on, fmu_paths):
+    from billing.tests.conftest import upload_model
+
+    LedgerEntryFactory(user=api_client.user, runs=1)
+    segfault = upload_model(api_client.user, fmu_paths["segfault"])
+    run = api_client.post(SIMULATIONS_URL, run_request(segfault), format="json").json()
+
+    finished = simulation_services.simulation_execute(simulation_id=run["id"])
+
+    assert finished.status == SimulationStatus.FAILED
+    assert not finished.charge.get("refunded")
+    assert credit_balance(user=api_client.user) == 0
+
+
+def test_cancelling_a_queued_run_gives_its_credit_back(api_client, bouncing_ball, billing_on):
+    LedgerEntryFactory(user=api_client.user, runs=1)
+    run = api_client.post(SIMULATIONS_URL, run_request(bouncing_ball), format="json").json()
+    assert credit_balance(user=api_client.user) == 0
+
+    cancelled = api_client.post(f"{SIMULATIONS_URL}/{run['id']}/cancel")
+
+    assert cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["charge"]["refunded"] is True
+    assert credit_balance(user=api_client.user) == 1
+
+
+def test_a_token_run_that_fails_through_our_fault_becomes_a_credit(
+    api_client, bouncing_ball, billing_on, monkeypatch
+):
+    payment = PaymentFactory(user=api_client.user, paid=True)
+    run = api_client.post(
+        SIMULATIONS_URL, run_request(bouncing_ball), format="json", HTTP_PAYMENT_TOKEN=payment.token
+    ).json()
+
+    def sandbox_cannot_start(**_kwargs):
+        raise OSError("no sandbox today")
+
+    monkeypatch.setattr(runner, "run_simulation", sandbox_cannot_start)
+    simulation_services.simulation_execute(simulation_id=run["id"])
+
+    refund = LedgerEntry.objects.get(user=api_client.user)
+    assert (refund.kind, refund.runs) == (LedgerKind.REFUND, 1)
+    assert refund.payment_id == payment.pk
+    assert str(refund.simulation_id) == run["id"]
+    assert credit_balance(user=api_client.user) == 1
+
+
+def test_a_charge_is_refunded_at_most_once(api_client, bouncing_ball, billing_on):
+    LedgerEntryFactory(user=api_client.user, runs=1)
+    run = api_client.post(SIMULATIONS_URL, run_request(bouncing_ball), format="json").json()
+    simulation = Simulation.objects.get(pk=run["id"])
+
+    from billing.services import refund_run_charge
+
+    once = refund_run_charge(charge=simulation.charge, reason="first")
+    twice = refund_run_charge(charge=once, reason="again")
+
+    assert twice == once
+    with pytest.raises(IntegrityError):
+        LedgerEntry.objects.create(
+            user=api_client.user, kind=LedgerKind.REFUND, runs=1, simulation=simulation
+        )
+
+
+def test_the_ledger_refuses_entries_whose_sign_contradicts_their_kind(user):
+    with pytest.raises(IntegrityError):
+        LedgerEntry.objects.create(user=user, kind=LedgerKind.CHARGE, runs=1)
+
+
+# --- Idempotency-Key with billing ---------------------------------------------------------------
+
+
+def test_the_same_idempotency_key_and_body_start_one_run_and_charge_once(
+    api_client, bouncing_ball, billing_on
+):
+    LedgerEntryFactory(user=api_client.user, runs=5)
+    body = run_request(bouncing_ball)
+
+    first = api_client.post(SIMULATIONS_URL, body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    second = api_client.post(SIMULATIONS_URL, body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] == second.json()["id"]
+    assert Simulation.objects.count() == 1
+    assert LedgerEntry.objects.filter(kind=LedgerKind.CHARGE).count() == 1
+    assert credit_balance(user=api_client.user) == 4
+
+
+def test_the_same_idempotency_key_with_another_body_is_a_conflict_and_charges_nothing(
+    api_client, bouncing_ball, billing_on
+):
+    LedgerEntryFactory(user=api_client.user, runs=5)
+    api_client.post(
+        SIMULATIONS_URL, run_request(bouncing_ball), format="json", HTTP_IDEMPOTENCY_KEY="k-2"
+    )
+
+    conflict = api_client.post(
+        SIMULATIONS_URL,
+        run_request(bouncing_ball, stop_time=2.0),
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="k-2",
+    )
+
+    assert conflict.status_code == 409
+    assert credit_balance(user=api_client.user) == 4
+
+
+def test_a_retry_with_the_same_key_and_the_spent_token_returns_the_run(
+    api_client, bouncing_ball, billing_on
+):
+    payment = PaymentFactory(user=api_client.user, paid=True)
+    body = run_request(bouncing_ball)
+    headers = {"HTTP_IDEMPOTENCY_KEY": "k-3", "HTTP_PAYMENT_TOKEN": payment.token}
+
+    first = api_client.post(SIMULATIONS_URL, body, format="json", **headers)
+    retried = api_client.post(SIMULATIONS_URL, body, format="json", **headers)
+
+    assert first.status_code == retried.status_code == 202
+    assert first.json()["id"] == retried.json()["id"]
+    assert Simulation.objects.count() == 1
+
+
+def test_the_seeded_packs_are_10_runs_for_9_dollars_and_50_for_40():
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from billing.models import CreditPack
+
+    seed = import_module("billing.migrations.0002_seed_credit_packs").seed
+    CreditPack.objects.all().delete()
+
+    seed(apps, None)
+    seed(apps, None)  # idempotent
+
+    packs = {
+        (pack.runs, pack.price_cents, pack.currency, pack.active)
+        for pack in CreditPack.objects.all()
+    }
+    assert packs == {(10, 900, "usd", True), (50, 4000, "usd", True)}

@@ -1,0 +1,297 @@
+"""A new user's first visit, in a real browser (Debian's Chromium driven by Playwright) against
+a real server: gunicorn and a Celery worker on Redis, on the test's PostgreSQL database.
+
+Every page is saved as a screenshot under the test's tmp dir; the paths are printed (see them
+with `pytest -s` or in the report of a failed test).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import expect, sync_playwright
+
+from billing.models import CreditPack
+from billing.tests.fake_stripe import FakeStripe
+from simulations.tests.conftest import fmu_paths  # noqa: F401  (the FMUs built for the suite)
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `make test` installs it
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # the suite runs as root, where Chromium's own sandbox cannot start
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+RUN_TIMEOUT_MS = 90_000
+
+
+class Journey:
+    """One browser tab on one server: records every request and screenshots each page."""
+
+    def __init__(self, browser, base_url: str, screenshot_dir: Path) -> None:
+        self.base_url = base_url
+        self.context = browser.new_context(
+            base_url=base_url, viewport={"width": 1280, "height": 900}, accept_downloads=True
+        )
+        self.context.set_default_timeout(15_000)
+        self.page = self.context.new_page()
+        self.requested: list[str] = []
+        self.page.on("request", lambda request: self.requested.append(request.url))
+        self.failed_responses: list[tuple[int, str]] = []
+        self.page.on(
+            "response",
+            lambda response: (
+                self.failed_responses.append((response.status, response.url))
+                if response.status >= 400
+                else None
+            ),
+        )
+        self.script_errors: list[str] = []
+        self.page.on("pageerror", lambda error: self.script_errors.append(str(error)))
+        self.screenshot_dir = screenshot_dir
+        self.screenshots: list[Path] = []
+
+    def screenshot(self, name: str) -> Path:
+        path = self.screenshot_dir / f"{len(self.screenshots) + 1:02d}-{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        self.screenshots.append(path)
+        print(f"screenshot: {path}")
+        return path
+
+    def scrolls_sideways(self) -> bool:
+        return self.page.evaluate(
+            "document.documentElement.scrollWidth > document.documentElement.clientWidth"
+        )
+
+    def failures(self) -> list[tuple[int, str]]:
+        """Responses >= 400, but for the icon Chromium asks for by itself (the site has none)."""
+        icon = self.base_url + "/favicon.ico"
+        return [(status, url) for status, url in self.failed_responses if url != icon]
+
+    def third_party_requests(self) -> list[str]:
+        own = (self.base_url + "/", "data:", "blob:")
+        return [url for url in self.requested if not url.startswith(own)]
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def browser_on(transactional_db, tmp_path) -> Iterator[Callable[[str], Journey]]:
+    """`browser_on(url)` opens a headless Chromium on a live server; closed after the test.
+
+    Playwright's sync API runs an event loop in this thread, where Django then refuses
+    database calls: so a test opens the browser once its rows are made, and the browser is
+    closed before the database fixtures tear down (hence no session-wide browser).
+    """
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make system-packages` installs Debian's chromium")
+    to_close: list[Callable[[], None]] = []
+
+    def open_browser(base_url: str) -> Journey:
+        playwright = sync_playwright().start()
+        to_close.append(playwright.stop)
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        to_close.append(browser.close)
+        screenshot_dir = tmp_path / "screenshots"
+        screenshot_dir.mkdir(exist_ok=True)
+        return Journey(browser, base_url, screenshot_dir)
+
+    yield open_browser
+    for close in reversed(to_close):
+        close()
+
+
+def sign_up(journey: Journey, email: str) -> None:
+    """From the landing page's "Try now" to a logged-in account on the API keys page."""
+    page = journey.page
+    page.goto("/")
+    page.get_by_role("link", name="Try now").click()
+    expect(page).to_have_url(re.compile(r"/accounts/signup/$"))
+    page.get_by_label("Email").fill(email)
+    page.get_by_label(re.compile(r"^Password:?$")).fill("a long enough passphrase 42")
+    page.get_by_label("Password confirmation").fill("a long enough passphrase 42")
+    journey.screenshot("signup")
+    page.get_by_role("button", name="Sign up").click()
+    expect(page).to_have_url(re.compile(r"/accounts/keys/$"))
+    expect(page.locator(".who")).to_have_text(email)
+
+
+def upload_model(journey: Journey, fmu: Path) -> None:
+    """Upload an FMU on the portal's Models page; ends on the new model's page."""
+    page = journey.page
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Models").click()
+    page.get_by_label("FMU file").set_input_files(fmu)
+    journey.screenshot("upload-form")
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator(".messages")).to_contain_text("Uploaded")
+    expect(page.get_by_role("link", name="Run this model")).to_be_visible()
+    journey.screenshot("model")
+
+
+def test_signup_key_upload_run_plot_and_csv_download(
+    live_servers,
+    live_workers,
+    redis_broker_url,
+    fmu_paths,  # noqa: F811
+    browser_on,
+):
+    (server,) = live_servers(1, CELERY_BROKER_URL=redis_broker_url)
+    live_workers(concurrency=1, CELERY_BROKER_URL=redis_broker_url)
+    journey = browser_on(server.url)
+    page = journey.page
+
+    # The landing page fits a phone as well as a desktop.
+    page.set_viewport_size({"width": 375, "height": 812})
+    page.goto("/")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Simulate FMUs over HTTP")
+    assert not journey.scrolls_sideways(), "the landing page is wider than a phone"
+    journey.screenshot("landing-phone")
+    page.set_viewport_size({"width": 1280, "height": 900})
+    journey.screenshot("landing")
+
+    # "Try now" -> signup -> logged in on the API keys page, where a new key is shown once.
+    email = "new.user@example.com"
+    sign_up(journey, email)
+    page.get_by_label("Name").fill("browser test")
+    page.get_by_role("button", name="Create key").click()
+    key = page.locator("#new-key").inner_text().strip()
+    assert re.fullmatch(r"fmu_[0-9a-f]{12}_\S+", key), key
+    journey.screenshot("new-key")
+    account = requests.get(
+        f"{server.url}/api/v1/account", headers={"Authorization": f"Bearer {key}"}, timeout=10
+    )
+    assert account.status_code == 200 and account.json()["email"] == email
+
+    # Never shown again: not on a reload (which re-sends the form, so Chromium gets a page
+    # with another new key) and not on a later visit, where the key is listed by prefix.
+    page.reload()
+    expect(page.locator("#new-key")).not_to_have_text(key)
+    assert key not in page.content()
+    page.goto("/accounts/keys/")
+    expect(page.locator("#new-key")).to_have_count(0)
+    assert key not in page.content()
+    prefix = key.split("_")[1]
+    expect(page.get_by_role("cell", name=f"fmu_{prefix}_…")).to_be_visible()
+    journey.screenshot("keys-revisited")
+
+    # Upload the bouncing ball, run it and watch it finish.
+    upload_model(journey, fmu_paths["bouncing_ball"])
+    page.get_by_role("link", name="Run this model").click()
+    page.get_by_label("Stop time (s)").fill("3")
+    journey.screenshot("run-form")
+    page.get_by_role("button", name="Start run").click()
+    expect(page).to_have_url(re.compile(r"/portal/runs/[0-9a-f-]{36}/$"))
+    expect(page.locator("#run-status")).to_have_text("Succeeded", timeout=RUN_TIMEOUT_MS)
+    expect(page.locator("#run-progress-text")).to_have_text("100 %")
+
+    # The plot: Plotly's SVG with one trace per plotted output.
+    expect(page.locator("#result")).to_be_visible()
+    traces = page.locator("#plot svg.main-svg g.trace.scatter")
+    expect(traces.first).to_be_visible()
+    assert traces.count() == 2  # h and v
+    expect(page.locator("#preview tbody tr").first).to_be_visible()
+    journey.screenshot("run-succeeded")
+
+    # The CSV download: a real browser download of the whole table.
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Download CSV").click()
+    download = download_info.value
+    assert download.suggested_filename.endswith(".csv")
+    rows = list(csv.reader(io.StringIO(Path(download.path()).read_text())))
+    assert rows[0] == ["time", "h", "v"]
+    assert len(rows) > 10 and float(rows[-1][0]) == pytest.approx(3.0)
+
+    assert journey.third_party_requests() == []
+    assert journey.failures() == []
+    assert journey.script_errors == []
+
+
+@pytest.fixture
+def fake_stripe() -> Iterator[FakeStripe]:
+    """Billing's local fake of Stripe's API (billing/tests/fake_stripe.py)."""
+    fake = FakeStripe().start()
+    yield fake
+    fake.stop()
+
+
+def test_with_billing_on_pricing_shows_the_packs_and_a_run_without_credit_offers_checkout(
+    live_servers,
+    fake_stripe,
+    fmu_paths,  # noqa: F811
+    browser_on,
+):
+    # The migration's packs may be gone (live-server tests empty the tables after them).
+    for name, runs, price_cents in (("10 runs", 10, 900), ("50 runs", 50, 4000)):
+        CreditPack.objects.update_or_create(
+            name=name, defaults={"runs": runs, "price_cents": price_cents, "active": True}
+        )
+    (server,) = live_servers(
+        1, STRIPE_SECRET_KEY=fake_stripe.secret_key, STRIPE_API_BASE=fake_stripe.url
+    )
+    journey = browser_on(server.url)
+    page = journey.page
+    # Stripe's real pages are out of reach here: a stand-in page marks where a browser goes.
+    page.route(
+        "https://checkout.stripe.com/**",
+        lambda route: route.fulfill(
+            status=200, content_type="text/html", body="<title>Stripe Checkout (stand-in)</title>"
+        ),
+    )
+
+    page.goto("/")
+    expect(page.locator(".banner")).to_have_text("Stripe test mode: no real money is charged.")
+    expect(page.locator("#landing-price")).to_have_text("$1.00")
+    expect(page.get_by_text("10 runs for $9.00, 50 runs for $40.00")).to_be_visible()
+    journey.screenshot("landing-billing-on")
+    sign_up(journey, "payer@example.com")
+
+    # The pricing page lists the packs, each with a Buy button that goes to Stripe Checkout.
+    expect(page.locator("#header-balance")).to_have_text("Billing · 0 credits")
+    page.goto("/pricing/")
+    expect(page.locator("#price-per-run")).to_have_text("$1.00")
+    pack_rows = page.locator("table tbody tr")
+    expect(pack_rows).to_have_count(2)
+    expect(pack_rows.nth(0)).to_contain_text("10 runs")
+    expect(pack_rows.nth(0)).to_contain_text("$9.00")
+    expect(pack_rows.nth(1)).to_contain_text("$40.00")
+    journey.screenshot("pricing")
+    page.get_by_role("button", name="Buy 10 runs").click()
+    expect(page).to_have_url(re.compile(r"^https://checkout\.stripe\.com/c/pay/cs_test_"))
+    (pack_session,) = fake_stripe.sessions.values()
+    assert pack_session["amount_total"] == 900
+
+    # A run without credit: the run page answers 402 with the link to pay for this run.
+    page.goto(server.url + "/portal/models/")
+    upload_model(journey, fmu_paths["bouncing_ball"])
+    page.get_by_role("link", name="Run this model").click()
+    with page.expect_response(re.compile(r"/portal/models/[0-9a-f-]{36}/run/$")) as answer:
+        page.get_by_role("button", name="Start run").click()
+    assert answer.value.status == 402
+    error = page.locator("#run-error")
+    expect(error).to_contain_text("You have no credit")
+    pay = error.get_by_role("link", name="Pay for this run")
+    run_session = next(
+        session for session in fake_stripe.sessions.values() if session["amount_total"] == 100
+    )
+    expect(pay).to_have_attribute("href", run_session["url"])
+    expect(error.get_by_role("link", name="buy a credit pack")).to_have_attribute(
+        "href", "/pricing/"
+    )
+    journey.screenshot("run-402")
+
+    outside = [url for url in journey.third_party_requests() if "checkout.stripe.com" not in url]
+    assert outside == []
+    assert [failure for failure in journey.failures() if failure[0] != 402] == []
+    assert journey.script_errors == []
