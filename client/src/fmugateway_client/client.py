@@ -1,0 +1,531 @@
+"""The HTTP client: one method per API operation, plus `start_simulation`, which pays
+for a run when the server answers 402 (if asked to), and `simulate`, which also waits
+for the run and returns its table."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+import webbrowser
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import requests
+
+from fmugateway_client import __version__
+from fmugateway_client.errors import (
+    PaymentFailed,
+    PaymentRequired,
+    PaymentTimeout,
+    ServerError,
+    SimulationFailed,
+    SimulationTimeout,
+    TransportError,
+    api_error_from_response,
+    retry_after_seconds,
+)
+from fmugateway_client.resources import Account, Model, Payment, Simulation, Variable
+from fmugateway_client.result import Result
+
+ModelRef = str | Model
+RunRef = str | Simulation
+ProgressCallback = Callable[[Simulation], None]
+CheckoutNotice = Callable[[PaymentRequired], None]
+PaymentMode = Literal["raise", "wait"]
+
+# The server holds ?wait=N for at most 30 s; asking for less keeps clear of proxies'
+# idle timeouts. With a progress callback, shorter holds let progress show while it runs.
+LONG_POLL_SECONDS = 25.0
+PROGRESS_POLL_SECONDS = 2.0
+PAYMENT_POLL_SECONDS = 2.0
+# How long past the Checkout Session's own expiry to keep waiting for its webhook.
+PAYMENT_EXPIRY_GRACE_SECONDS = 60.0
+PAGE_SIZE = 100
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+MAX_RETRY_SLEEP_SECONDS = 30.0
+
+
+def print_checkout_notice(required: PaymentRequired) -> None:
+    """The default notice in "wait" mode: where to pay, on stderr (stdout may be data)."""
+    price = f"a run costs {required.price}" if required.price else "this run must be paid"
+    refused = {
+        "used": " (the payment token was already used)",
+        "expired": " (the payment token has expired)",
+        "void": " (the payment token was voided)",
+        "invalid": " (the payment token is not valid for this account)",
+    }.get(required.payment_token_status or "", "")
+    lines = [
+        f"Payment required: no credit left and {price}{refused}.",
+        f"Pay here: {required.checkout_url}",
+    ]
+    if required.expires_at:
+        lines.append(f"The link is valid until {required.expires_at:%Y-%m-%d %H:%M} UTC.")
+    lines.append("Waiting for the payment to arrive (Ctrl-C to stop waiting)...")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+class Client:
+    """FMU Gateway API client.
+
+    `base_url` is the server's root (e.g. "https://fmugateway.example"); `api_key` is a
+    key made in the portal ("fmu_<prefix>_<secret>"). `timeout` bounds each HTTP request
+    (long polls get it on top of their hold time). GETs, and POSTs made safe to repeat by
+    an Idempotency-Key, are retried `retries` times on connection errors, 429 and 502-504.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 30.0,
+        retries: int = 2,
+        session: requests.Session | None = None,
+    ) -> None:
+        base = base_url.strip().rstrip("/")
+        if base.endswith("/api/v1"):
+            base = base[: -len("/api/v1")]
+        if not base.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, not {base_url!r}")
+        self.base_url = base
+        self.timeout = timeout
+        self.retries = retries
+        self.session = session or requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {api_key.strip()}"
+        self.session.headers["User-Agent"] = f"fmugateway-client/{__version__}"
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- account and models -----------------------------------------------------------
+
+    def account(self) -> Account:
+        """Who the key belongs to, its credit balance, the price of a run, the billing mode."""
+        return Account.from_json(self._json("GET", "account"))
+
+    def upload_model(self, path: str | os.PathLike[str]) -> Model:
+        """Upload an .fmu; the server checks it and answers with its summary."""
+        fmu_path = Path(path)
+        with fmu_path.open("rb") as handle:
+            body = self._json(
+                "POST",
+                "models",
+                files={"file": (fmu_path.name, handle, "application/octet-stream")},
+                retry=False,  # the file stream cannot be replayed
+                timeout=max(self.timeout, 300.0),
+            )
+        return Model.from_json(body)
+
+    def models(self) -> list[Model]:
+        """All of the account's models, newest first (every page)."""
+        return [Model.from_json(item) for item in self._all_pages("models", {})]
+
+    def model(self, model: ModelRef) -> Model:
+        return Model.from_json(self._json("GET", f"models/{_id(model)}"))
+
+    def delete_model(self, model: ModelRef) -> None:
+        self._request("DELETE", f"models/{_id(model)}")
+
+    def variables(self, model: ModelRef, *, causality: str | None = None) -> list[Variable]:
+        """The model's variables; `causality` ("input", "output", "parameter", ...) filters."""
+        params = {"causality": causality} if causality else {}
+        body = self._json("GET", f"models/{_id(model)}/variables", params=params)
+        return [Variable.from_json(item) for item in body]
+
+    # --- simulations ------------------------------------------------------------------
+
+    def start_simulation(
+        self,
+        model: ModelRef,
+        *,
+        start_time: float | None = None,
+        stop_time: float | None = None,
+        output_interval: float | None = None,
+        step_size: float | None = None,
+        relative_tolerance: float | None = None,
+        fmi_type: str | None = None,
+        solver: str | None = None,
+        start_values: Mapping[str, float | int | bool | str] | None = None,
+        input: Any = None,
+        output: Sequence[str] | str | None = None,
+        timeout: float | None = None,
+        on_payment_required: PaymentMode = "raise",
+        open_browser: bool = False,
+        checkout_notice: CheckoutNotice | None = print_checkout_notice,
+        payment_timeout: float | None = None,
+        payment_poll_interval: float = PAYMENT_POLL_SECONDS,
+        payment_token: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Simulation:
+        """Ask for one run and return it queued, without waiting for it.
+
+        The parameters are fmpy's `simulate_fmu` ones; None means the model's default.
+        `input` is {"time": [...], "<input>": [...]} (or a numpy structured array).
+
+        On 402 (no credit): with on_payment_required="raise" (the default, for scripts)
+        PaymentRequired is raised with the checkout URL. With "wait" the checkout URL is
+        shown (`checkout_notice`; opened in a browser too if `open_browser` and a terminal
+        is attached), the payment is polled until paid, and the request is sent again
+        with its Payment-Token. Every attempt carries the same Idempotency-Key (made
+        here unless given), so retries of one call never start or charge a second run.
+        """
+        if on_payment_required not in ("raise", "wait"):
+            raise ValueError('on_payment_required is "raise" or "wait"')
+        body = simulation_request(
+            _id(model),
+            start_time=start_time,
+            stop_time=stop_time,
+            output_interval=output_interval,
+            step_size=step_size,
+            relative_tolerance=relative_tolerance,
+            fmi_type=fmi_type,
+            solver=solver,
+            start_values=start_values,
+            input=input,
+            output=output,
+            timeout=timeout,
+        )
+        key = idempotency_key or str(uuid.uuid4())
+        try:
+            return self._post_simulation(body, idempotency_key=key, payment_token=payment_token)
+        except PaymentRequired as required:
+            if on_payment_required != "wait" or not required.payment_id:
+                raise
+            if checkout_notice is not None:
+                checkout_notice(required)
+            if open_browser and required.checkout_url and _attached_to_terminal():
+                webbrowser.open(required.checkout_url)
+            paid = self.wait_for_payment(
+                required.payment_id,
+                timeout=payment_timeout,
+                poll_interval=payment_poll_interval,
+                expires_at=required.expires_at,
+            )
+            return self._post_simulation(body, idempotency_key=key, payment_token=paid.token)
+
+    def simulation(self, run: RunRef, *, wait: float = 0.0) -> Simulation:
+        """The run's state; with `wait`, the server holds the answer up to that many
+        seconds (at most 30) and answers as soon as the run has finished."""
+        params = {"wait": f"{wait:g}"} if wait > 0 else {}
+        body = self._json(
+            "GET", f"simulations/{_id(run)}", params=params, timeout=self.timeout + wait
+        )
+        return Simulation.from_json(body)
+
+    def simulations(self, *, status: str | None = None) -> list[Simulation]:
+        """All of the account's runs, newest first; `status` filters (e.g. "running")."""
+        params = {"status": status} if status else {}
+        return [Simulation.from_json(item) for item in self._all_pages("simulations", params)]
+
+    def wait(
+        self,
+        run: RunRef,
+        *,
+        timeout: float | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Simulation:
+        """Long-poll until the run has finished, calling `progress` with each state seen.
+
+        Returns the finished run whatever its status; raises SimulationTimeout after
+        `timeout` seconds (None: wait as long as it takes).
+        """
+        started = time.monotonic()
+        hold = PROGRESS_POLL_SECONDS if progress else LONG_POLL_SECONDS
+        simulation = run if isinstance(run, Simulation) else self.simulation(run)
+        while True:
+            if progress:
+                progress(simulation)
+            if simulation.finished:
+                return simulation
+            waited = time.monotonic() - started
+            if timeout is not None and waited >= timeout:
+                raise SimulationTimeout(simulation, waited)
+            remaining = hold if timeout is None else min(hold, max(timeout - waited, 0.1))
+            simulation = self.simulation(simulation.id, wait=remaining)
+
+    def simulate(
+        self,
+        model: ModelRef,
+        *,
+        start_time: float | None = None,
+        stop_time: float | None = None,
+        output_interval: float | None = None,
+        step_size: float | None = None,
+        relative_tolerance: float | None = None,
+        fmi_type: str | None = None,
+        solver: str | None = None,
+        start_values: Mapping[str, float | int | bool | str] | None = None,
+        input: Any = None,
+        output: Sequence[str] | str | None = None,
+        timeout: float | None = None,
+        progress: ProgressCallback | None = None,
+        wait_timeout: float | None = None,
+        variables: Sequence[str] | None = None,
+        on_payment_required: PaymentMode = "raise",
+        open_browser: bool = False,
+        checkout_notice: CheckoutNotice | None = print_checkout_notice,
+        payment_timeout: float | None = None,
+        payment_poll_interval: float = PAYMENT_POLL_SECONDS,
+        payment_token: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Result:
+        """Run the model, wait for it and return its result table.
+
+        Takes start_simulation's parameters (the run's, and what to do on 402), plus:
+        `progress`, called with the run's state while it is waited for; `wait_timeout`,
+        after which SimulationTimeout is raised (the run goes on); `variables`, the
+        result columns to fetch (default: all). Raises SimulationFailed if the run
+        finishes without a result. `start_simulation` is the same without the waiting.
+        """
+        simulation = self.start_simulation(
+            model,
+            start_time=start_time,
+            stop_time=stop_time,
+            output_interval=output_interval,
+            step_size=step_size,
+            relative_tolerance=relative_tolerance,
+            fmi_type=fmi_type,
+            solver=solver,
+            start_values=start_values,
+            input=input,
+            output=output,
+            timeout=timeout,
+            on_payment_required=on_payment_required,
+            open_browser=open_browser,
+            checkout_notice=checkout_notice,
+            payment_timeout=payment_timeout,
+            payment_poll_interval=payment_poll_interval,
+            payment_token=payment_token,
+            idempotency_key=idempotency_key,
+        )
+        simulation = self.wait(simulation, timeout=wait_timeout, progress=progress)
+        if not simulation.succeeded:
+            raise SimulationFailed(simulation)
+        return self.result(simulation, variables=variables)
+
+    def cancel(self, run: RunRef) -> Simulation:
+        """Cancel a queued run (refunded) or kill a running one."""
+        return Simulation.from_json(self._json("POST", f"simulations/{_id(run)}/cancel"))
+
+    # --- results ----------------------------------------------------------------------
+
+    def result(self, run: RunRef, *, variables: Sequence[str] | None = None) -> Result:
+        """The finished run's result (JSON) as a Result table; `variables` picks columns."""
+        params = {"format": "json"}
+        if variables:
+            params["variables"] = ",".join(variables)
+        body = self._json("GET", f"simulations/{_id(run)}/result", params=params)
+        return Result.from_json(body, run if isinstance(run, Simulation) else None)
+
+    def result_csv(
+        self,
+        run: RunRef,
+        path: str | os.PathLike[str] | IO[bytes],
+        *,
+        variables: Sequence[str] | None = None,
+    ) -> Path | None:
+        """Stream the result CSV (header `time,<var>,...`) to a file path or binary file.
+
+        A path is written through a temporary file beside it, so a broken download never
+        leaves a half file under the final name. Returns the path (None for a file object).
+        """
+        params = {"format": "csv"}
+        if variables:
+            params["variables"] = ",".join(variables)
+        response = self._request(
+            "GET", f"simulations/{_id(run)}/result", params=params, stream=True
+        )
+        with response:
+            if not isinstance(path, str | os.PathLike):
+                _copy_body(response, path)
+                return None
+            target = Path(path)
+            partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+            try:
+                with partial.open("wb") as handle:
+                    _copy_body(response, handle)
+                partial.replace(target)
+            finally:
+                partial.unlink(missing_ok=True)
+        return target
+
+    # --- payments ---------------------------------------------------------------------
+
+    def payment(self, payment_id: str) -> Payment:
+        """A payment's state; once paid for a run, with its single-use token."""
+        return Payment.from_json(self._json("GET", f"payments/{payment_id}"))
+
+    def wait_for_payment(
+        self,
+        payment_id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = PAYMENT_POLL_SECONDS,
+        expires_at: datetime | None = None,
+    ) -> Payment:
+        """Poll until the payment is paid with an unused token, and return it.
+
+        Raises PaymentFailed when it expires, fails or is refunded, and PaymentTimeout
+        after `timeout` seconds (default: until its Checkout link has expired, plus a
+        minute for the server to hear of it).
+        """
+        started = time.monotonic()
+        limit: float | None = timeout
+        while True:
+            payment = self.payment(payment_id)
+            if payment.status == "paid":
+                if payment.token and payment.token_status in (None, "unused"):
+                    return payment
+                raise PaymentFailed(payment, f"paid, but its token is {payment.token_status}")
+            if payment.status in ("expired", "failed", "refunded"):
+                raise PaymentFailed(payment, f"the payment is {payment.status}")
+            if limit is None:  # fixed on the first look, so it does not move with the clock
+                limit = _payment_wait_limit(expires_at or payment.expires_at)
+            waited = time.monotonic() - started
+            if waited >= limit:
+                raise PaymentTimeout(payment, waited)
+            time.sleep(poll_interval)
+
+    # --- HTTP -------------------------------------------------------------------------
+
+    def _post_simulation(
+        self, body: dict[str, Any], *, idempotency_key: str, payment_token: str | None
+    ) -> Simulation:
+        headers = {"Idempotency-Key": idempotency_key}
+        if payment_token:
+            headers["Payment-Token"] = payment_token
+        return Simulation.from_json(
+            self._json("POST", "simulations", json=body, headers=headers, retry=True)
+        )
+
+    def _url(self, path: str) -> str:
+        if path.startswith("/"):  # a path the API gave us, e.g. result_url
+            return self.base_url + path
+        return f"{self.base_url}/api/v1/{path}"
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError as error:
+            raise ServerError(
+                response.status_code,
+                title="Unreadable response",
+                detail=f"{method} {path} did not answer with JSON: {response.text[:200]!r}",
+            ) from error
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        retry: bool | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """One API call, retried (when safe) on connection errors, 429 and 502-504;
+        an error answer becomes its typed ApiError."""
+        retryable = method in ("GET", "HEAD") if retry is None else retry
+        attempts = 1 + (self.retries if retryable else 0)
+        url = self._url(path)
+        read_timeout = timeout or self.timeout
+        for attempt in range(attempts):
+            last_attempt = attempt == attempts - 1
+            try:
+                response = self.session.request(
+                    method, url, timeout=(self.timeout, read_timeout), **kwargs
+                )
+            except requests.RequestException as error:
+                if last_attempt or not isinstance(
+                    error, requests.ConnectionError | requests.Timeout
+                ):
+                    raise TransportError(f"{method} {url} failed: {error}") from error
+                time.sleep(_backoff(attempt))
+                continue
+            if response.status_code < 400:
+                return response
+            if response.status_code in RETRY_STATUSES and not last_attempt:
+                delay = retry_after_seconds(response)
+                response.close()
+                time.sleep(
+                    min(delay if delay is not None else _backoff(attempt), MAX_RETRY_SLEEP_SECONDS)
+                )
+                continue
+            problem = api_error_from_response(response)
+            response.close()
+            raise problem
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _all_pages(self, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self._json(
+                "GET", path, params={**params, "limit": PAGE_SIZE, "offset": len(items)}
+            )
+            items.extend(page["results"])
+            if not page.get("next") or not page["results"]:
+                return items
+
+
+def simulation_request(model_id: str, **parameters: Any) -> dict[str, Any]:
+    """The POST /simulations body: the API's field names, without the None ones."""
+    body: dict[str, Any] = {"model": model_id}
+    for name, value in parameters.items():
+        if value is None:
+            continue
+        if name == "input":
+            value = _input_table(value)
+        elif name == "output" and isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        elif name == "output" or name == "start_values":
+            value = list(value) if name == "output" else dict(value)
+        body[name] = value
+    return body
+
+
+def _input_table(value: Any) -> dict[str, list[Any]]:
+    """{"time": [...], "u": [...]} from a mapping of columns or a numpy structured array."""
+    names = getattr(getattr(value, "dtype", None), "names", None)
+    if names:
+        return {name: value[name].tolist() for name in names}
+    if isinstance(value, Mapping):
+        return {str(name): list(column) for name, column in value.items()}
+    raise TypeError('input is {"time": [...], "<input name>": [...]} or a structured array')
+
+
+def _id(reference: ModelRef | RunRef) -> str:
+    return reference.id if isinstance(reference, Model | Simulation) else str(reference)
+
+
+def _copy_body(response: requests.Response, handle: IO[bytes]) -> None:
+    try:
+        for chunk in response.iter_content(chunk_size=64 * 1024):
+            handle.write(chunk)
+    except requests.RequestException as error:
+        raise TransportError(f"the result download broke off: {error}") from error
+
+
+def _backoff(attempt: int) -> float:
+    return min(0.5 * (1 << attempt), MAX_RETRY_SLEEP_SECONDS)
+
+
+def _payment_wait_limit(expires_at: datetime | None) -> float:
+    """Seconds from now until the Checkout link has expired, plus the grace."""
+    if expires_at is None:
+        return 3600.0
+    left = (expires_at - datetime.now(UTC)).total_seconds()
+    return max(left, 0.0) + PAYMENT_EXPIRY_GRACE_SECONDS
+
+
+def _attached_to_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
