@@ -1,3 +1,5 @@
+import secrets
+
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -23,22 +25,59 @@ def signup(request: HttpRequest) -> HttpResponse:
     return render(request, "registration/signup.html", {"form": form})
 
 
+FORM_NONCES_SESSION_KEY = "api_key_form_nonces"
+KEPT_FORM_NONCES = 5
+
+
+def _issue_form_nonce(request: HttpRequest) -> str:
+    nonce = secrets.token_urlsafe(16)
+    nonces = request.session.get(FORM_NONCES_SESSION_KEY, [])[-(KEPT_FORM_NONCES - 1) :]
+    request.session[FORM_NONCES_SESSION_KEY] = [*nonces, nonce]
+    return nonce
+
+
+def _consume_form_nonce(request: HttpRequest) -> bool:
+    """True once per rendered form: a reload that re-sends the POST makes no second key."""
+    nonces = request.session.get(FORM_NONCES_SESSION_KEY, [])
+    nonce = request.POST.get("form_nonce")
+    if nonce not in nonces:
+        return False
+    request.session[FORM_NONCES_SESSION_KEY] = [kept for kept in nonces if kept != nonce]
+    return True
+
+
 @login_required
 def api_keys(request: HttpRequest) -> HttpResponse:
-    """List keys; a POST creates one and shows its plaintext in this response only."""
+    """List keys; a POST creates one and shows its plaintext in this response only.
+
+    The plaintext never goes into the session (a database row), so there is no
+    redirect-after-POST; a one-time form nonce stops a reload from making another key.
+    """
     form = ApiKeyCreateForm(request.POST or None)
     new_key = None
     if request.method == "POST" and form.is_valid():
-        _api_key, new_key = api_key_create(
-            user=request.user,
-            name=form.cleaned_data["name"],
-            expires_at=form.cleaned_data["expires_at"],
-        )
+        if _consume_form_nonce(request):
+            _api_key, new_key = api_key_create(
+                user=request.user,
+                name=form.cleaned_data["name"],
+                expires_at=form.cleaned_data["expires_at"],
+            )
+        else:
+            messages.info(
+                request,
+                "That form was already sent: its key is listed below (it was shown once). "
+                "Use this fresh form to create another.",
+            )
         form = ApiKeyCreateForm()
     response = render(
         request,
         "accounts/api_keys.html",
-        {"form": form, "api_keys": api_keys_for_user(user=request.user), "new_key": new_key},
+        {
+            "form": form,
+            "form_nonce": _issue_form_nonce(request),
+            "api_keys": api_keys_for_user(user=request.user),
+            "new_key": new_key,
+        },
     )
     if new_key:
         response["Cache-Control"] = "no-store"

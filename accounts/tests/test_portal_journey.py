@@ -12,9 +12,18 @@ pytestmark = pytest.mark.django_db
 KEY_IN_PAGE = re.compile(r"fmu_[0-9a-f]{12}_[A-Za-z0-9_-]{32,}")
 
 
+FORM_NONCE = re.compile(r'name="form_nonce" value="([^"]+)"')
+
+
+def post_key_form(client: Client, data: dict):
+    """GET the keys page (for its one-time form nonce), then POST the form."""
+    nonce = FORM_NONCE.search(client.get(reverse("accounts:keys")).content.decode()).group(1)
+    return client.post(reverse("accounts:keys"), {**data, "form_nonce": nonce})
+
+
 def create_key_through_portal(client: Client, name: str = "laptop") -> tuple[str, str]:
     """POST the key form; returns (the new plaintext key, the page HTML)."""
-    response = client.post(reverse("accounts:keys"), {"name": name})
+    response = post_key_form(client, {"name": name})
     assert response.status_code == 200
     html = response.content.decode()
     match = KEY_IN_PAGE.search(html)
@@ -62,9 +71,7 @@ def test_keys_can_be_named_given_an_expiry_and_revoked():
     user = UserFactory()
     client = Client()
     client.force_login(user)
-    response = client.post(
-        reverse("accounts:keys"), {"name": "nightly", "expires_at": "2099-01-01T10:00"}
-    )
+    response = post_key_form(client, {"name": "nightly", "expires_at": "2099-01-01T10:00"})
     assert response.status_code == 200
     api_key = ApiKey.objects.get(user=user)
     assert api_key.name == "nightly"
@@ -79,9 +86,7 @@ def test_keys_can_be_named_given_an_expiry_and_revoked():
 def test_an_expiry_in_the_past_is_refused():
     client = Client()
     client.force_login(UserFactory())
-    response = client.post(
-        reverse("accounts:keys"), {"name": "old", "expires_at": "2001-01-01T10:00"}
-    )
+    response = post_key_form(client, {"name": "old", "expires_at": "2001-01-01T10:00"})
     assert "must be in the future" in response.content.decode()
     assert not ApiKey.objects.exists()
 
@@ -135,3 +140,16 @@ def test_password_reset_sends_a_working_link(mailoutbox):
     assert response.status_code == 302
     user.refresh_from_db()
     assert user.check_password(new_password)
+
+
+def test_sending_the_same_key_form_twice_makes_one_key():
+    user = UserFactory()
+    client = Client()
+    client.force_login(user)
+    nonce = FORM_NONCE.search(client.get(reverse("accounts:keys")).content.decode()).group(1)
+    first = client.post(reverse("accounts:keys"), {"name": "ci", "form_nonce": nonce})
+    again = client.post(reverse("accounts:keys"), {"name": "ci", "form_nonce": nonce})
+    assert KEY_IN_PAGE.search(first.content.decode())
+    assert not KEY_IN_PAGE.search(again.content.decode())
+    assert "already sent" in again.content.decode()
+    assert ApiKey.objects.filter(user=user).count() == 1

@@ -5,6 +5,7 @@ import re
 import requests
 
 KEY_IN_PAGE = re.compile(r"fmu_[0-9a-f]{12}_[A-Za-z0-9_-]{32,}")
+FORM_NONCE = re.compile(r'name="form_nonce" value="([^"]+)"')
 PASSWORD = "correct horse battery staple"
 
 
@@ -29,7 +30,9 @@ def test_a_key_made_on_one_process_works_on_another_and_revocation_is_immediate(
         {"email": "grace@example.com", "password1": PASSWORD, "password2": PASSWORD},
     )
     assert response.status_code == 302, response.text
-    page = post_form(on_a, f"{server_a.url}/accounts/keys/", {"name": "made on A"})
+    keys_url = f"{server_a.url}/accounts/keys/"
+    nonce = FORM_NONCE.search(on_a.get(keys_url).text).group(1)
+    page = post_form(on_a, keys_url, {"name": "made on A", "form_nonce": nonce})
     key = KEY_IN_PAGE.search(page.text).group(0)
 
     bearer = {"Authorization": f"Bearer {key}"}
