@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from django.core.management import call_command
 
@@ -7,6 +9,14 @@ from fmugateway.tests.live_server import (
     start_celery_worker,
     start_gunicorn,
 )
+
+
+@pytest.fixture(scope="session")
+def fmu_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every test FMU (see simulations/tests/fmus/build.py), compiled once per test session."""
+    from simulations.tests.fmus.build import build_all
+
+    return build_all(tmp_path_factory.mktemp("fmus"))
 
 
 @pytest.fixture(scope="session", autouse=True)

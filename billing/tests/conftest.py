@@ -14,7 +14,6 @@ from accounts.services import api_key_create
 from billing.tests.fake_stripe import FakeStripe, WebhookSender
 from simulations import services as simulation_services
 from simulations.models import Model
-from simulations.tests.conftest import fmu_paths  # noqa: F401  (the FMUs built for the suite)
 
 WEBHOOK_SECRET = "whsec_test_" + "5ecret" * 5
 
@@ -83,5 +82,5 @@ def upload_model(owner, path: Path) -> Model:
 
 
 @pytest.fixture
-def bouncing_ball(user, fmu_paths) -> Model:  # noqa: F811
+def bouncing_ball(user, fmu_paths) -> Model:
     return upload_model(user, fmu_paths["bouncing_ball"])

@@ -31,7 +31,6 @@ from billing.tests.conftest import (  # noqa: E402, F401  (fixtures shared with 
     fake_stripe_server,
     webhook,
 )
-from simulations.tests.conftest import fmu_paths  # noqa: E402, F401  (the suite's test FMUs)
 
 
 @dataclass

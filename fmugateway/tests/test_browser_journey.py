@@ -19,7 +19,6 @@ from playwright.sync_api import expect, sync_playwright
 
 from billing.models import CreditPack
 from billing.tests.fake_stripe import FakeStripe
-from simulations.tests.conftest import fmu_paths  # noqa: F401  (the FMUs built for the suite)
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `make test` installs it
 CHROMIUM_ARGS = [
@@ -143,7 +142,7 @@ def test_signup_key_upload_run_plot_and_csv_download(
     live_servers,
     live_workers,
     redis_broker_url,
-    fmu_paths,  # noqa: F811
+    fmu_paths,
     browser_on,
 ):
     (server,) = live_servers(1, CELERY_BROKER_URL=redis_broker_url)
@@ -229,7 +228,7 @@ def fake_stripe() -> Iterator[FakeStripe]:
 def test_with_billing_on_pricing_shows_the_packs_and_a_run_without_credit_offers_checkout(
     live_servers,
     fake_stripe,
-    fmu_paths,  # noqa: F811
+    fmu_paths,
     browser_on,
 ):
     # The migration's packs may be gone (live-server tests empty the tables after them).

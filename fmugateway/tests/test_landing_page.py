@@ -22,7 +22,6 @@ from billing.models import CreditPack
 from billing.selectors import credit_balance
 from billing.tests.factories import LedgerEntryFactory
 from billing.tests.fake_stripe import FakeStripe
-from simulations.tests.conftest import fmu_paths  # noqa: F401  (the FMUs built for the suite)
 
 SITE_CSS = Path(settings.BASE_DIR) / "static" / "css" / "site.css"
 
@@ -253,7 +252,7 @@ def test_the_landing_page_curl_example_works_verbatim_against_a_live_server(
     live_servers,
     live_workers,
     redis_broker_url,
-    fmu_paths,  # noqa: F811
+    fmu_paths,
     tmp_path,
 ):
     (server,) = live_servers(1, CELERY_BROKER_URL=redis_broker_url)
@@ -279,7 +278,7 @@ def test_with_billing_on_the_example_runs_on_credit_and_shows_the_402_without(
     live_workers,
     redis_broker_url,
     fake_stripe,
-    fmu_paths,  # noqa: F811
+    fmu_paths,
     tmp_path,
 ):
     billing = {"STRIPE_SECRET_KEY": fake_stripe.secret_key, "STRIPE_API_BASE": fake_stripe.url}

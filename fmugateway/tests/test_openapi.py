@@ -31,7 +31,6 @@ from billing.tests.factories import LedgerEntryFactory, PaymentFactory
 from billing.tests.fake_stripe import FakeStripe
 from simulations.models import Simulation, SimulationStatus
 from simulations.services import simulation_execute
-from simulations.tests.conftest import fmu_paths  # noqa: F401  (the FMUs built for the suite)
 
 API_PREFIX = "api/v1/"
 OPENAPI_JSON = "application/vnd.oai.openapi+json"
@@ -184,7 +183,7 @@ def fake_stripe():
     fake.stop()
 
 
-def real_data(server_url: str, headers: dict, fmu_paths) -> dict[str, list[str]]:  # noqa: F811
+def real_data(server_url: str, headers: dict, fmu_paths) -> dict[str, list[str]]:
     """Objects for the fuzzer to hit, by path parameter: models, a finished and a queued run."""
 
     def upload(name: str) -> str:
@@ -303,7 +302,7 @@ def fuzz(operation, mode, *, ids: dict[str, list[str]], server_url: str, session
 def test_schemathesis_finds_no_server_errors_and_no_schema_violations(
     live_servers,
     fake_stripe,
-    fmu_paths,  # noqa: F811
+    fmu_paths,
 ):
     billing = {"STRIPE_SECRET_KEY": fake_stripe.secret_key, "STRIPE_API_BASE": fake_stripe.url}
     (server,) = live_servers(1, API_RATE_LIMIT="100000/min", **billing)

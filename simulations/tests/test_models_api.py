@@ -5,7 +5,7 @@ import pytest
 from django.core.files.storage import default_storage
 from rest_framework.test import APIClient
 
-from accounts.services import api_key_create
+from accounts.tests.clients import client_for
 from accounts.tests.factories import UserFactory
 from simulations.models import Model
 from simulations.tests.test_fmu_inspection import (
@@ -18,13 +18,6 @@ from simulations.tests.test_fmu_inspection import (
 pytestmark = pytest.mark.django_db
 
 MODELS_URL = "/api/v1/models"
-
-
-def client_for(user) -> APIClient:
-    _key, plaintext = api_key_create(user=user)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {plaintext}")
-    return client
 
 
 def upload(client: APIClient, path: Path):

@@ -21,6 +21,7 @@ import requests
 from rest_framework.test import APIClient
 
 from accounts.services import api_key_create
+from accounts.tests.clients import client_for
 from accounts.tests.factories import UserFactory
 from simulations import services
 from simulations.models import Model, Simulation
@@ -29,13 +30,6 @@ from simulations.tests.test_result_streaming import PeakMemory, gunicorn_worker,
 MEGABYTE = 1024 * 1024
 MODELS_URL = "/api/v1/models"
 SIMULATIONS_URL = "/api/v1/simulations"
-
-
-def client_for(user) -> APIClient:
-    _key, plaintext = api_key_create(user=user)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {plaintext}")
-    return client
 
 
 def bearer_for(user) -> dict[str, str]:

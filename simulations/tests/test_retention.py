@@ -10,9 +10,8 @@ from django.conf import settings as django_settings
 from django.core.files.storage import default_storage
 from django.test import Client
 from django.utils import timezone
-from rest_framework.test import APIClient
 
-from accounts.services import api_key_create
+from accounts.tests.clients import client_for
 from accounts.tests.factories import UserFactory
 from simulations import services, storage, tasks
 from simulations.models import Model, Simulation, SimulationStatus
@@ -21,13 +20,6 @@ from simulations.tests.test_result_streaming import stored_result
 pytestmark = pytest.mark.django_db
 
 SIMULATIONS_URL = "/api/v1/simulations"
-
-
-def client_for(user) -> APIClient:
-    _key, plaintext = api_key_create(user=user)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {plaintext}")
-    return client
 
 
 def finished_run(owner, *, days_ago: float) -> Simulation:

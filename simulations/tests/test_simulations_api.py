@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from accounts.services import api_key_create
+from accounts.tests.clients import client_for
 from accounts.tests.factories import UserFactory
 from simulations import services
 from simulations.models import Simulation, SimulationStatus
@@ -16,13 +16,6 @@ from simulations.models import Simulation, SimulationStatus
 pytestmark = pytest.mark.django_db
 
 SIMULATIONS_URL = "/api/v1/simulations"
-
-
-def client_for(user) -> APIClient:
-    _key, plaintext = api_key_create(user=user)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {plaintext}")
-    return client
 
 
 def upload_model(client: APIClient, path) -> str:
