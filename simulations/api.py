@@ -24,6 +24,7 @@ from rest_framework.views import APIView
 
 from fmugateway.openapi import EXAMPLE_UUID, PAGINATION_PARAMETERS, errors, paginated
 from simulations import results, selectors, services
+from simulations.fmu import CAUSALITIES
 from simulations.models import Model, Simulation, SimulationStatus
 from simulations.uploads import UploadTooLarge
 
@@ -166,15 +167,7 @@ class ModelVariablesApi(APIView):
             OpenApiParameter(
                 "causality",
                 str,
-                enum=[
-                    "parameter",
-                    "calculatedParameter",
-                    "structuralParameter",
-                    "input",
-                    "output",
-                    "local",
-                    "independent",
-                ],
+                enum=list(CAUSALITIES),
                 description="Only variables of this causality.",
             )
         ],

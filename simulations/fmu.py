@@ -48,6 +48,18 @@ PLATFORM_BINARIES = {
 
 SOURCE_CODE_PLATFORM = "c-code"
 
+# Every causality a variable can have, FMI 1.0 ("internal") to 3.0 ("structuralParameter").
+CAUSALITIES = (
+    "parameter",
+    "calculatedParameter",
+    "structuralParameter",
+    "input",
+    "output",
+    "local",
+    "independent",
+    "internal",
+)
+
 # fmiVersion values per release; maintenance releases (2.0.x, 3.0.x) keep the major.minor value
 # but some tools write the full number. Betas and release candidates ("3.0-beta.2") are refused.
 _FMI_VERSION_PATTERN = re.compile(r"^(?P<major_minor>[123]\.0)(?:\.\d+)?$")

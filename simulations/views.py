@@ -17,7 +17,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from fmugateway.problems import DomainError
 from simulations import selectors, services
-from simulations.fmu import FMUSummary, output_variable_names
+from simulations.fmu import CAUSALITIES, FMUSummary, output_variable_names
 from simulations.forms import ModelUploadForm, SimulationRunForm
 from simulations.models import FINISHED_STATUSES, Model, Simulation, SimulationStatus
 from simulations.params import InvalidSimulationRequest
@@ -25,16 +25,6 @@ from simulations.uploads import UploadTooLarge
 
 MODELS_PER_PAGE = 50
 RUNS_PER_PAGE = 50
-CAUSALITIES = (
-    "parameter",
-    "calculatedParameter",
-    "structuralParameter",
-    "input",
-    "output",
-    "local",
-    "independent",
-    "internal",
-)
 
 
 def _owned_model(request: HttpRequest, model_id) -> Model:
