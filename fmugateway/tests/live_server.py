@@ -88,7 +88,11 @@ def start_gunicorn(*, environment: dict[str, str], timeout: float = 30.0) -> Liv
         start_new_session=True,
     )
     server = LiveServer(process=process, url=f"http://127.0.0.1:{port}")
-    wait_until_healthy(server.url, timeout=timeout, process=process)
+    try:
+        wait_until_healthy(server.url, timeout=timeout, process=process)
+    except RuntimeError:
+        server.stop()  # never leave an orphaned gunicorn behind a failed start
+        raise
     return server
 
 
