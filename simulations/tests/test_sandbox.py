@@ -143,6 +143,18 @@ def test_fmi3_bouncing_ball_result_equals_fmpy(fmu_paths):
     assert len(direct) == 101
 
 
+def test_fmi1_bouncing_ball_result_equals_fmpy(fmu_paths):
+    params = {"stop_time": 2.0, "output_interval": 0.02, "start_values": {"h": 1.5, "e": 0.8}}
+
+    sandboxed = load_result(run(fmu_paths["bouncing_ball1"], params))
+
+    direct = fmpy.simulate_fmu(str(fmu_paths["bouncing_ball1"]), **params)
+    assert_same_result(sandboxed, direct)
+    assert len(direct) == 101
+    assert direct["h"][0] == 1.5
+    assert direct["h"].min() < 0.1  # it did fall and bounce
+
+
 @pytest.mark.parametrize(
     ("fmi_type", "solver"),
     [("ModelExchange", "CVode"), ("ModelExchange", "Euler"), ("CoSimulation", None)],

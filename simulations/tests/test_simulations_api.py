@@ -60,6 +60,7 @@ def assert_same_as_fmpy(header, table, reference) -> None:
         ("bouncing_ball", "CoSimulation"),
         ("bouncing_ball", "ModelExchange"),
         ("bouncing_ball3", "CoSimulation"),
+        ("bouncing_ball1", "CoSimulation"),
     ],
 )
 def test_results_equal_fmpy_called_directly(api_client, fmu_paths, fmu_name, fmi_type):

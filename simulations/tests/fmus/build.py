@@ -18,7 +18,11 @@ import fmpy
 
 SOURCE_DIR = Path(__file__).parent / "src"
 FMI_HEADERS_DIR = Path(fmpy.__file__).parent / "c-code"
-BINARY_DIR_BY_FMI_VERSION = {"2.0": "binaries/linux64", "3.0": "binaries/x86_64-linux"}
+BINARY_DIR_BY_FMI_VERSION = {
+    "1.0": "binaries/linux64",
+    "2.0": "binaries/linux64",
+    "3.0": "binaries/x86_64-linux",
+}
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,22 @@ TEST_MODELS: dict[str, TestModel] = {
             description="Bouncing ball (FMI 3.0 CS)",
         ),
         TestModel(
+            name="bouncing_ball1",
+            source="bouncing_ball1.c",
+            fmi_version="1.0",
+            interfaces=("CoSimulation",),
+            # FMI 1.0: parameters are variability="parameter" with causality="internal".
+            variables=(
+                Variable("h", 0, "output", "continuous", start="1", description="height"),
+                Variable("v", 1, "output", "continuous", start="0", description="velocity"),
+                Variable("g", 2, "internal", "parameter", start="9.81", description="gravity"),
+                Variable("e", 3, "internal", "parameter", start="0.7", description="restitution"),
+            ),
+            description="Bouncing ball (FMI 1.0 CS stand-alone)",
+            # FMI 1.0's DefaultExperiment has no stepSize.
+            default_experiment={"startTime": "0", "stopTime": "3"},
+        ),
+        TestModel(
             name="inputs_params",
             source="inputs_params.c",
             fmi_version="2.0",
@@ -144,6 +164,66 @@ def _attributes(**attributes: str | None) -> str:
     return "".join(
         f" {name}={quoteattr(value)}" for name, value in attributes.items() if value is not None
     )
+
+
+def _fmi1_model_description(model: TestModel) -> str:
+    """FMI 1.0 Co-Simulation (stand-alone): the modelIdentifier is an attribute of the root,
+    and <Implementation> is what makes it a Co-Simulation FMU."""
+    lines = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        "<fmiModelDescription"
+        + _attributes(
+            fmiVersion="1.0",
+            modelName=model.name,
+            modelIdentifier=model.name,
+            guid=model.guid,
+            description=model.description,
+            generationTool="FMU Gateway test build",
+            variableNamingConvention="structured",
+            numberOfContinuousStates="0",
+            numberOfEventIndicators=str(model.event_indicators),
+        )
+        + ">",
+        "  <DefaultExperiment" + _attributes(**model.default_experiment) + "/>",
+        "  <ModelVariables>",
+    ]
+    for variable in model.variables:
+        type_attributes = _attributes(
+            start=variable.start, fixed="true" if variable.start is not None else None
+        )
+        lines.append(
+            "    <ScalarVariable"
+            + _attributes(
+                name=variable.name,
+                valueReference=str(variable.value_reference),
+                description=variable.description or None,
+                variability=variable.variability,
+                causality=variable.causality,
+            )
+            + f"><{variable.type}{type_attributes}/></ScalarVariable>"
+        )
+    lines.append("  </ModelVariables>")
+    lines.append("  <Implementation>")
+    lines.append("    <CoSimulation_StandAlone>")
+    lines.append(
+        "      <Capabilities"
+        + _attributes(
+            canHandleVariableCommunicationStepSize="true",
+            canHandleEvents="true",
+            canRejectSteps="false",
+            canInterpolateInputs="false",
+            maxOutputDerivativeOrder="0",
+            canRunAsynchronuously="false",
+            canSignalEvents="false",
+            canBeInstantiatedOnlyOncePerProcess="false",
+            canNotUseMemoryManagementFunctions="true",
+        )
+        + "/>"
+    )
+    lines.append("    </CoSimulation_StandAlone>")
+    lines.append("  </Implementation>")
+    lines.append("</fmiModelDescription>")
+    return "\n".join(lines) + "\n"
 
 
 def _fmi2_model_description(model: TestModel) -> str:
@@ -289,11 +369,11 @@ def build_fmu(name: str, out_dir: Path) -> Path:
     )
     if compilation.returncode != 0:
         raise RuntimeError(f"gcc failed for {model.source}:\n{compilation.stderr}")
-    description = (
-        _fmi3_model_description(model)
-        if model.fmi_version == "3.0"
-        else _fmi2_model_description(model)
-    )
+    description = {
+        "1.0": _fmi1_model_description,
+        "2.0": _fmi2_model_description,
+        "3.0": _fmi3_model_description,
+    }[model.fmi_version](model)
     fmu_path = Path(out_dir) / f"{name}.fmu"
     with zipfile.ZipFile(fmu_path, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("modelDescription.xml", description)
