@@ -87,10 +87,7 @@ def _flatten_errors(detail, prefix: str = "") -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
     if isinstance(detail, dict):
         for key, value in detail.items():
-            name = "non_field_errors" if key == "non_field_errors" and not prefix else key
-            errors.update(
-                _flatten_errors(value, f"{prefix}{name}" if not prefix else f"{prefix}.{name}")
-            )
+            errors.update(_flatten_errors(value, f"{prefix}.{key}" if prefix else key))
     elif isinstance(detail, list):
         if all(not isinstance(item, dict | list) for item in detail):
             errors.setdefault(prefix or "non_field_errors", []).extend(str(item) for item in detail)

@@ -26,7 +26,6 @@ from fmugateway.openapi import EXAMPLE_UUID, PAGINATION_PARAMETERS, errors, pagi
 from simulations import results, selectors, services
 from simulations.fmu import CAUSALITIES
 from simulations.models import Model, Simulation, SimulationStatus
-from simulations.uploads import UploadTooLarge
 
 
 class ApiPagination(LimitOffsetPagination):
@@ -115,8 +114,6 @@ class ModelListApi(APIView):
             raise serializers.ValidationError(
                 {"file": ["Send the FMU as multipart/form-data in the field 'file'."]}
             )
-        if upload.size > settings.FMU_MAX_UPLOAD_BYTES:  # defence in depth; the handler stops first
-            raise UploadTooLarge("The upload is larger than the limit for an FMU.")
         model = services.model_upload(
             owner=request.user,
             file_path=upload.temporary_file_path(),

@@ -79,8 +79,6 @@ def _model_list_checked(request: HttpRequest) -> HttpResponse:
         return _render_model_list(request, form, status=400)
     upload = form.cleaned_data["file"]
     try:
-        if upload.size > settings.FMU_MAX_UPLOAD_BYTES:
-            raise UploadTooLarge("The upload is larger than the limit for an FMU.")
         model = services.model_upload(
             owner=request.user,
             file_path=Path(upload.temporary_file_path()),
