@@ -11,7 +11,7 @@ from fmugateway.celery import app as celery_app
 class FakeTask:
     """What the fixup and the signals look at: a (hashable) sender with a request."""
 
-    class request:  # noqa: N801
+    class request:
         is_eager = False
 
 
