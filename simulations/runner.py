@@ -130,6 +130,9 @@ class SandboxOutcome:
     cpu_seconds: float
     wall_seconds: float
     run_dir: Path | None = field(default=None, repr=False)
+    # Whether the server had this FMU extracted already ("hit"), did it now ("miss"),
+    # or left it to the run ("off", "bad_key", "unprepared"); see sandbox.ModelCache.
+    model_cache: str = "off"
 
     def cleanup(self) -> None:
         """Delete the run's dir (result and log); safe to call more than once."""
@@ -176,10 +179,10 @@ class SandboxUnavailable(Exception):
 class SandboxServerProcess:
     """One `python -m simulations.sandbox` child of this process and its JSON-line pipes."""
 
-    def __init__(self, python_executable: str) -> None:
+    def __init__(self, python_executable: str, model_cache_root: Path) -> None:
         try:
             self.process = subprocess.Popen(
-                [python_executable, "-s", "-m", "simulations.sandbox"],
+                [python_executable, "-s", "-m", "simulations.sandbox", str(model_cache_root)],
                 cwd=PROJECT_ROOT,
                 env={},  # no secret of the worker reaches the sandbox
                 stdin=subprocess.PIPE,
@@ -282,7 +285,10 @@ class _ServerPool:
                 if server.alive():
                     return server
                 server.kill()
-        return SandboxServerProcess(_settings.python_executable)
+        _ensure_private_dir(_settings.run_root, 0o711)
+        model_cache_root = _settings.run_root / "models"
+        _ensure_private_dir(model_cache_root, 0o700)
+        return SandboxServerProcess(_settings.python_executable, model_cache_root)
 
     def give_back(self, server: SandboxServerProcess) -> None:
         with self.lock:
@@ -586,12 +592,14 @@ def run_simulation(
     limits: SandboxLimits,
     on_progress: Callable[[float], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    model_key: str | None = None,
 ) -> SandboxOutcome:
     """Simulate `fmu_path` in the sandbox. `params` mirror fmpy.simulate_fmu's arguments
     (start_time, stop_time, output_interval, step_size, relative_tolerance, fmi_type,
     solver, start_values {name: value}, input {"columns": ["time", ...], "rows": [...]},
-    output [names]). Raises ValueError for malformed params; every other problem is
-    reported in the outcome."""
+    output [names]). `model_key`, the FMU's sha256, lets the server reuse its extracted
+    copy of the same file. Raises ValueError for malformed params; every other problem
+    is reported in the outcome."""
     started = time.monotonic()
     _check_params(params)
     params_json = json.loads(json.dumps(params))  # fails early if not JSON-serializable
@@ -605,6 +613,7 @@ def run_simulation(
         log_tail: str = "",
         cpu_seconds: float = 0.0,
         run_dir: Path | None = None,
+        model_cache: str = "off",
     ) -> SandboxOutcome:
         return SandboxOutcome(
             status=status,
@@ -615,6 +624,7 @@ def run_simulation(
             cpu_seconds=cpu_seconds,
             wall_seconds=time.monotonic() - started,
             run_dir=run_dir,
+            model_cache=model_cache,
         )
 
     try:
@@ -638,6 +648,7 @@ def run_simulation(
                 "root_dir": str(run_dir.root),
                 "uid": slot.uid,
                 "gid": slot.uid,
+                "model_key": model_key,
                 "limits": {
                     "cpu_seconds": limits.cpu_seconds,
                     "memory_bytes": limits.memory_bytes,
@@ -667,6 +678,7 @@ def run_simulation(
             log_tail=_log_tail(run_dir),
             cpu_seconds=float(finished.get("cpu_seconds") or 0.0),
             run_dir=run_dir.path if keep_run_dir else None,
+            model_cache=str(finished.get("model_cache", "off")),
         )
     except SandboxUnavailable as error:
         logger.error("sandbox failure: %s", error)

@@ -1,24 +1,28 @@
 """The sandbox that runs untrusted FMUs: a long-lived fork server, one forked child per run.
 
 `runner.py` starts this module once per worker process (`python -m
-simulations.sandbox`) with an empty environment, in its own session, and talks
+simulations.sandbox <model cache dir>`) with an empty environment, in its own session, and talks
 to it over stdin/stdout, one JSON object per line. The server imports numpy and
 fmpy once (a fresh interpreter that imports fmpy costs ~100 ms, a small model
 simulates in a few ms), then serves one run at a time:
 
-    sandbox server (root, imported fmpy; never loads model code)
+    sandbox server (root, imported fmpy; never loads model code; keeps the last
+     │              few FMUs extracted with their parsed modelDescription.xml,
+     │              see ModelCache)
      └─ monitor (fork): unshare(mount, net, IPC, UTS, cgroup, PID namespaces),
         │               waits for the model process and reports how it ended
         └─ model process (fork; PID 1 of the new PID namespace):
              private mount tree: a read-only tmpfs root holding read-only binds
              of /usr (+ the /lib /bin symlinks), /etc/ld.so.cache and the Python
              library dirs, a few /dev nodes, a fresh /proc, a small /tmp, and
-             the run's own dir at /sandbox (nothing else: no /etc/passwd, /home,
+             the run's own dir at /sandbox, the server's extracted copy of the
+             FMU read-only at /model (nothing else: no /etc/passwd, /home,
              /work, /var, other runs; of /root at most the interpreter's library
              dir, if Python lives there); no network (empty net namespace);
              rlimits; no_new_privs; setgroups([]) and a uid/gid of its own slot;
-             a seccomp filter; then extract, load and simulate the FMU, write
-             result.npy. Everything the model prints or logs goes to fmu.log.
+             a seccomp filter; then load and simulate the FMU (extracting it
+             first if the server has no copy), write result.npy. Everything
+             the model prints or logs goes to fmu.log.
 
 The model's process is the init of its PID namespace, so SIGKILL to it (on
 timeout or cancel) makes the kernel kill every process the model made. The
@@ -48,14 +52,17 @@ Isolation levels (probed once at start, reported in the "ready" event):
   model runs as the caller's user and could signal its processes).
 
 Protocol (runner -> server):
-  {"op": "run", "run_id", "run_dir", "root_dir", "uid", "gid", "limits": {...}}
+  {"op": "run", "run_id", "run_dir", "root_dir", "uid", "gid", "limits": {...},
+   "model_key"}                                  sha256 of model.fmu (optional)
   {"op": "cancel", "run_id"}
 Server -> runner:
   {"event": "ready", "isolation", "pid"}
   {"event": "started", "run_id", "pid"}          pid of the model process
   {"event": "progress", "run_id", "value"}       0..1, at most ~5 a second
   {"event": "finished", "run_id", "exit_kind", "exit_value", "cpu_seconds",
-   "max_rss_bytes", "killed_by", "setup_error", "wall_seconds"}
+   "max_rss_bytes", "killed_by", "setup_error", "wall_seconds", "model_cache"}
+                                                 model_cache: hit, miss (extracted now),
+                                                 off, bad_key or unprepared
   {"event": "error", "run_id", "message"}        the run could not be started
 The model process reads its simulation parameters from `params.json` in its run
 dir (written by the runner; they can be large) and writes `fmu.log`,
@@ -69,18 +76,23 @@ import ctypes
 import errno
 import fcntl
 import gc
+import hashlib
 import importlib
 import io
 import json
 import os
 import platform
+import re
 import resource
 import select
 import selectors
+import shutil
 import signal
 import sys
 import time
 import traceback
+import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -93,6 +105,8 @@ LOG_FILE = "fmu.log"
 ERROR_FILE = "error.json"
 EXTRACT_DIR = "fmu"
 SANDBOX_MOUNT_POINT = "/sandbox"
+# Where a model the server has already extracted is mounted, read-only.
+MODEL_MOUNT_POINT = "/model"
 
 # Exit code of the model process when it reports a clean failure in error.json.
 REPORTED_FAILURE_EXIT_CODE = 113
@@ -118,6 +132,13 @@ PROGRESS_WRITE_INTERVAL = 0.1
 PROGRESS_RELAY_INTERVAL = 0.2
 KILL_GRACE_SECONDS = 2.0
 MAX_COMMAND_LINE_BYTES = 1 << 20
+# Extracted FMUs (and their parsed modelDescription.xml) each server keeps for the
+# next run of the same file. Larger descriptions are parsed per run: their objects
+# would make every fork of the server slower.
+MODEL_CACHE_ENTRIES = 8
+MODEL_CACHE_MAX_DESCRIPTION_BYTES = 4 << 20
+MODEL_CACHE_MAX_UNCOMPRESSED_BYTES = 512 << 20
+MODEL_KEY_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 # Namespace flags (linux/sched.h).
 CLONE_NEWNS = 0x00020000
@@ -385,6 +406,7 @@ class RunRequest:
     file_size_bytes: int
     max_processes: int
     wall_timeout_seconds: float
+    model_key: str | None = None  # sha256 of model.fmu, if the runner knows it
 
     @classmethod
     def from_command(cls, command: dict[str, Any]) -> RunRequest:
@@ -400,7 +422,139 @@ class RunRequest:
             file_size_bytes=int(limits["file_size_bytes"]),
             max_processes=int(limits["max_processes"]),
             wall_timeout_seconds=float(limits["wall_timeout_seconds"]),
+            model_key=str(command["model_key"]) if command.get("model_key") else None,
         )
+
+
+# ---- extracted models, kept for the next run -----------------------------------------
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    """An FMU the server extracted and whose modelDescription.xml it parsed."""
+
+    directory: str  # on the host; mounted read-only at MODEL_MOUNT_POINT in the run
+    description: Any  # fmpy.model_description.ModelDescription
+
+
+def _sha256_of_file(path: str) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+class ModelCache:
+    """The last few FMUs this server ran, extracted, with their parsed descriptions.
+
+    Extracting and parsing cost more than simulating a small model, and repeated runs
+    of one model (a parameter sweep) are the common case. Only the server's own trusted
+    code touches the archive here, after the checks an upload passes (zip-slip, size,
+    ratio, no DTD or entities); no model code runs in the server. A forked run inherits
+    the parsed description and sees the files read-only, so nothing a model does can
+    change what the next run of the same file (perhaps another account's) gets. When
+    anything here fails, the run extracts and parses the FMU itself, as before, and
+    reports what is wrong with it.
+
+    Each server owns one directory under `root`, locked while it lives; directories
+    of servers that died without cleaning up are removed by the next server to start.
+    """
+
+    def __init__(self, root: str | None) -> None:
+        self.entries: OrderedDict[str, PreparedModel] = OrderedDict()
+        self.directory: str | None = None
+        self._lock_fd = -1
+        if root:
+            self._create_directory(root)
+
+    def _create_directory(self, root: str) -> None:
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        for name in os.listdir(root):
+            self._remove_if_abandoned(os.path.join(root, name))
+        directory = os.path.join(root, f"server-{os.getpid()}-{os.urandom(4).hex()}")
+        os.mkdir(directory, 0o700)
+        self._lock_fd = os.open(os.path.join(directory, ".lock"), os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        self.directory = directory
+
+    @staticmethod
+    def _remove_if_abandoned(directory: str) -> None:
+        try:
+            fd = os.open(os.path.join(directory, ".lock"), os.O_RDWR | os.O_NOFOLLOW)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # its server is alive
+        finally:
+            os.close(fd)
+        shutil.rmtree(directory, ignore_errors=True)
+
+    def get(self, key: str | None, fmu_path: str) -> tuple[PreparedModel | None, str]:
+        """The prepared model and "hit" or "miss", or (None, why not)."""
+        if self.directory is None or key is None:
+            return None, "off"
+        if not MODEL_KEY_PATTERN.fullmatch(key):
+            return None, "bad_key"
+        try:
+            # Cheap next to extracting, and what runs is then always the file given.
+            if _sha256_of_file(fmu_path) != key:
+                return None, "unprepared"
+        except OSError:
+            return None, "unprepared"
+        prepared = self.entries.get(key)
+        if prepared is not None:
+            self.entries.move_to_end(key)
+            return prepared, "hit"
+        try:
+            prepared = self._prepare(key, fmu_path)
+        except Exception:  # the run reads the FMU itself and says what is wrong
+            return None, "unprepared"
+        while len(self.entries) >= MODEL_CACHE_ENTRIES:
+            _, evicted = self.entries.popitem(last=False)
+            shutil.rmtree(evicted.directory, ignore_errors=True)
+            gc.unfreeze()  # let the evicted description's cycles be collected
+            gc.collect()
+        self.entries[key] = prepared
+        gc.freeze()  # forked runs' collections must not walk (and so copy) it
+        return prepared, "miss"
+
+    def _prepare(self, key: str, fmu_path: str) -> PreparedModel:
+        from fmpy.model_description import read_model_description
+
+        from simulations.fmu import FMULimits, inspect_fmu
+
+        assert self.directory is not None
+        limits = FMULimits(
+            max_model_description_bytes=MODEL_CACHE_MAX_DESCRIPTION_BYTES,
+            max_uncompressed_bytes=MODEL_CACHE_MAX_UNCOMPRESSED_BYTES,
+        )
+        inspect_fmu(Path(fmu_path), limits=limits)
+        extracting = os.path.join(self.directory, f"{key}.extracting")
+        shutil.rmtree(extracting, ignore_errors=True)
+        os.mkdir(extracting, 0o755)
+        try:
+            with zipfile.ZipFile(fmu_path) as archive:
+                archive.extractall(extracting)  # names are sanitised; inspect_fmu refused ".."
+            for parent, directories, files in os.walk(extracting):
+                for name in directories:
+                    # Readable by the runs' uids; the mount is read-only.
+                    os.chmod(os.path.join(parent, name), 0o755)  # noqa: S103
+                for name in files:
+                    os.chmod(os.path.join(parent, name), 0o644)
+            description = read_model_description(extracting, validate=True)
+            directory = os.path.join(self.directory, key)
+            os.rename(extracting, directory)
+        except BaseException:
+            shutil.rmtree(extracting, ignore_errors=True)
+            raise
+        return PreparedModel(directory=directory, description=description)
+
+    def close(self) -> None:
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            os.close(self._lock_fd)
+            self.directory = None
 
 
 # ---- isolation probe ----------------------------------------------------------
@@ -515,7 +669,11 @@ def _make_mount_point(path: str, *, is_file: bool) -> None:
 
 
 def _enter_private_root(
-    request: RunRequest, library_dirs: list[str], *, in_user_namespace: bool
+    request: RunRequest,
+    library_dirs: list[str],
+    prepared: PreparedModel | None,
+    *,
+    in_user_namespace: bool,
 ) -> None:
     """Replace the file system view with a read-only tmpfs root that holds only what a
     model needs, then pivot into it. Runs as root of the run's mount namespace."""
@@ -570,6 +728,9 @@ def _enter_private_root(
 
     _make_mount_point(inside(SANDBOX_MOUNT_POINT), is_file=False)
     _bind(request.run_dir, inside(SANDBOX_MOUNT_POINT), writable=True)
+    if prepared is not None:
+        _make_mount_point(inside(MODEL_MOUNT_POINT), is_file=False)
+        _bind(prepared.directory, inside(MODEL_MOUNT_POINT), writable=False)
 
     mount(None, root, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None)
     os.chdir(root)
@@ -614,7 +775,11 @@ def _arrange_descriptors(log_fd: int, keep: list[int]) -> list[int]:
 
 
 def _prepare_model_process(
-    request: RunRequest, mode: str, library_dirs: list[str], fds: dict[str, int]
+    request: RunRequest,
+    mode: str,
+    library_dirs: list[str],
+    prepared: PreparedModel | None,
+    fds: dict[str, int],
 ) -> tuple[dict[str, Any], int]:
     """The trusted part of the model process: sandbox itself, read the parameters.
     Returns the parameters and the progress descriptor."""
@@ -632,7 +797,8 @@ def _prepare_model_process(
     os.set_blocking(progress_fd, False)
 
     if mode in (ISOLATION_NAMESPACES, ISOLATION_USER_NAMESPACES):
-        _enter_private_root(request, library_dirs, in_user_namespace=mode != ISOLATION_NAMESPACES)
+        in_user_namespace = mode != ISOLATION_NAMESPACES
+        _enter_private_root(request, library_dirs, prepared, in_user_namespace=in_user_namespace)
         if mode == ISOLATION_NAMESPACES:
             # The model's files stay private to its uid.
             os.chown(".", request.uid, request.gid)
@@ -671,10 +837,14 @@ def _prepare_model_process(
 
 
 def _run_model_process(
-    request: RunRequest, mode: str, library_dirs: list[str], fds: dict[str, int]
+    request: RunRequest,
+    mode: str,
+    library_dirs: list[str],
+    prepared: PreparedModel | None,
+    fds: dict[str, int],
 ) -> NoReturn:
     try:
-        params, progress_fd = _prepare_model_process(request, mode, library_dirs, fds)
+        params, progress_fd = _prepare_model_process(request, mode, library_dirs, prepared, fds)
         os.write(fds["setup_w"], b"ok")
         os.close(fds["setup_w"])
     except BaseException as error:
@@ -684,7 +854,7 @@ def _run_model_process(
             os._exit(SETUP_FAILED_EXIT_CODE)
     # From here on model code runs in this process: nothing it says is trusted.
     try:
-        code = simulate_in_sandbox(params, progress_fd)
+        code = simulate_in_sandbox(params, progress_fd, prepared)
     except BaseException:
         traceback.print_exc()
         code = REPORTED_FAILURE_EXIT_CODE
@@ -725,18 +895,24 @@ def _numpy_type_for(variable_type: str) -> str:
     return "<f8"
 
 
-def simulate_in_sandbox(params: dict[str, Any], progress_fd: int) -> int:
-    """Extract, check and simulate the FMU in the cwd; write result.npy. Returns the
-    exit code for the model process."""
+def simulate_in_sandbox(
+    params: dict[str, Any], progress_fd: int, prepared: PreparedModel | None = None
+) -> int:
+    """Simulate the FMU (the server's prepared copy, or model.fmu in the cwd, extracted
+    and checked here); write result.npy. Returns the exit code for the model process."""
     import fmpy
     import numpy as np
     from fmpy.fmi1 import FMICallException
     from fmpy.model_description import read_model_description
 
     try:
-        unzip_dir = os.path.abspath(EXTRACT_DIR)
-        fmpy.extract(MODEL_FILE, unzipdir=unzip_dir)
-        model_description = read_model_description(unzip_dir, validate=True)
+        if prepared is not None:
+            unzip_dir = MODEL_MOUNT_POINT
+            model_description = prepared.description
+        else:
+            unzip_dir = os.path.abspath(EXTRACT_DIR)
+            fmpy.extract(MODEL_FILE, unzipdir=unzip_dir)
+            model_description = read_model_description(unzip_dir, validate=True)
     except MemoryError:
         return _report_failure(
             "out_of_memory", "The FMU could not be read within the memory limit."
@@ -877,7 +1053,12 @@ def _kill_every_process_of(uid: int, gid: int) -> None:
 
 
 def _run_monitor(
-    request: RunRequest, mode: str, library_dirs: list[str], fds: dict[str, int], server_pid: int
+    request: RunRequest,
+    mode: str,
+    library_dirs: list[str],
+    prepared: PreparedModel | None,
+    fds: dict[str, int],
+    server_pid: int,
 ) -> NoReturn:
     """Create the run's namespaces, fork the model process into them, wait for it and
     report its exit status and resource usage to the server."""
@@ -905,7 +1086,7 @@ def _run_monitor(
             os.close(fds["status_w"])
             os.close(fds["setup_r"])
             os.close(fds["lifeline_w"])
-            _run_model_process(request, mode, library_dirs, fds)
+            _run_model_process(request, mode, library_dirs, prepared, fds)
         for name in ("progress_w", "setup_w", "lifeline_r"):
             os.close(fds[name])
         _write_line(fds["status_w"], {"pid": pid})
@@ -957,12 +1138,13 @@ class ActiveRun:
     last_progress_sent: float = 0.0
     last_progress_value: float = -1.0
     report: dict[str, Any] | None = None
+    model_cache: str = "off"
 
 
 class SandboxServer:
     """Serves run requests from stdin, one run at a time; see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, model_cache_root: str | None = None) -> None:
         self.mode = probe_isolation()
         self.seccomp = _probe_in_child(_probe_seccomp)
         self.library_dirs = python_library_dirs()
@@ -971,6 +1153,9 @@ class SandboxServer:
         self.run: ActiveRun | None = None
         self.exiting_monitors: list[int] = []
         self.stopping = False
+        # Only a private mount tree can show a shared extraction read-only.
+        namespaces = self.mode in (ISOLATION_NAMESPACES, ISOLATION_USER_NAMESPACES)
+        self.models = ModelCache(model_cache_root if namespaces else None)
 
     def send(self, message: dict[str, Any], *, droppable: bool = False) -> None:
         """Write one event. stdout is non-blocking so that a runner busy in a callback
@@ -1073,6 +1258,9 @@ class SandboxServer:
         except (KeyError, TypeError, ValueError) as error:
             self.send({"event": "error", "run_id": run_id, "message": f"bad run request: {error}"})
             return
+        prepared, model_cache = self.models.get(
+            request.model_key, os.path.join(request.run_dir, MODEL_FILE)
+        )
         status_r, status_w = os.pipe()
         progress_r, progress_w = os.pipe()
         setup_r, setup_w = os.pipe()
@@ -1096,7 +1284,7 @@ class SandboxServer:
             self.send({"event": "error", "run_id": run_id, "message": f"fork failed: {error}"})
             return
         if monitor_pid == 0:
-            _run_monitor(request, self.mode, self.library_dirs, fds, os.getppid())
+            _run_monitor(request, self.mode, self.library_dirs, prepared, fds, os.getppid())
         for name in ("status_w", "progress_w", "setup_r", "setup_w", "lifeline_r", "lifeline_w"):
             os.close(fds[name])
         os.set_blocking(status_r, False)
@@ -1108,6 +1296,7 @@ class SandboxServer:
             progress_fd=progress_r,
             started_at=started_at,
             deadline=started_at + request.wall_timeout_seconds,
+            model_cache=model_cache,
         )
         self.selector.register(status_r, selectors.EVENT_READ, "status")
         self.selector.register(progress_r, selectors.EVENT_READ, "progress")
@@ -1221,6 +1410,7 @@ class SandboxServer:
             "killed_by": run.killed_by,
             "setup_error": None,
             "wall_seconds": time.monotonic() - run.started_at,
+            "model_cache": run.model_cache,
         }
         if "status" in report:
             status = int(report["status"])
@@ -1249,7 +1439,11 @@ def main() -> None:
     gc.collect()
     gc.freeze()
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    SandboxServer().serve()
+    server = SandboxServer(model_cache_root=sys.argv[1] if len(sys.argv) > 1 else None)
+    try:
+        server.serve()
+    finally:
+        server.models.close()
 
 
 if __name__ == "__main__":

@@ -343,6 +343,7 @@ def simulation_execute(*, simulation_id: uuid.UUID | str) -> Simulation | None:
             limits=sandbox_limits(simulation.params),
             on_progress=_progress_reporter(simulation.pk),
             should_cancel=_cancel_checker(simulation.pk),
+            model_key=simulation.model.sha256,
         )
     except Exception:
         logger.exception("simulation %s could not be run", simulation_id)

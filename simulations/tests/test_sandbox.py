@@ -4,6 +4,8 @@ out with a clear error while this (calling) process keeps running good jobs."""
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import itertools
 import os
 import secrets
@@ -68,7 +70,15 @@ def slot_uids_of_this_test_process():
     runner.configure(slot_uid_base=previous)
 
 
+@functools.cache
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def run(fmu_path: Path, params: dict | None = None, limits: SandboxLimits = LIMITS, **kwargs):
+    """A run as the worker makes it: with the FMU's sha256, so the server may reuse its
+    extracted copy. `model_key=None` makes the run extract the FMU itself."""
+    kwargs.setdefault("model_key", sha256_of(fmu_path))
     return run_simulation(fmu_path=fmu_path, params=params or {}, limits=limits, **kwargs)
 
 
@@ -123,13 +133,16 @@ def slot_processes(settle_seconds: float = 2.0) -> list[psutil.Process]:
 # ---- same results as fmpy itself --------------------------------------------------
 
 
+@pytest.mark.parametrize("model_key", ["the FMU's sha256", None])
 @pytest.mark.parametrize("fmi_type", ["CoSimulation", "ModelExchange"])
-def test_bouncing_ball_result_equals_fmpy(fmu_paths, fmi_type):
+def test_bouncing_ball_result_equals_fmpy(fmu_paths, fmi_type, model_key):
     params = {"fmi_type": fmi_type}
+    fmu = fmu_paths["bouncing_ball"]
+    key = sha256_of(fmu) if model_key else None
 
-    sandboxed = load_result(run(fmu_paths["bouncing_ball"], params))
+    sandboxed = load_result(run(fmu, params, model_key=key))
 
-    direct = fmpy.simulate_fmu(str(fmu_paths["bouncing_ball"]), **params)
+    direct = fmpy.simulate_fmu(str(fmu), **params)
     assert_same_result(sandboxed, direct)
 
 
@@ -184,6 +197,84 @@ def test_inputs_and_start_values_result_equals_fmpy(fmu_paths, fmi_type, solver)
     assert_same_result(sandboxed, direct)
     assert set(sandboxed.dtype.names) == {"time", "y", "u"}
     assert sandboxed["y"][0] == pytest.approx(0.25)
+
+
+# ---- the server's extracted copies -----------------------------------------------------
+
+namespaces_only = pytest.mark.skipif(
+    "namespaces" not in isolation_level(),
+    reason="the server shares extracted FMUs only with runs in a private mount tree",
+)
+
+
+@namespaces_only
+def test_the_second_run_of_an_fmu_uses_the_servers_extracted_copy(fmu_paths):
+    fmu = fmu_paths["inputs_params"]
+    params = {"fmi_type": "CoSimulation", "start_values": {"k": 3.0}}
+
+    first = run(fmu, params)
+    second = run(fmu, params)
+
+    assert first.model_cache in ("miss", "hit")  # an earlier test may have run it
+    assert second.model_cache == "hit"
+    direct = fmpy.simulate_fmu(str(fmu), **params)
+    assert_same_result(load_result(first), direct)
+    assert_same_result(load_result(second), direct)
+
+
+@namespaces_only
+def test_a_key_that_is_not_the_files_sha256_is_not_trusted(fmu_paths):
+    someone_elses_key = sha256_of(fmu_paths["bouncing_ball"])
+
+    outcome = run(fmu_paths["bouncing_ball3"], model_key=someone_elses_key)
+
+    assert outcome.model_cache == "unprepared"
+    assert_same_result(load_result(outcome), fmpy.simulate_fmu(str(fmu_paths["bouncing_ball3"])))
+
+
+@namespaces_only
+def test_a_run_cannot_change_the_extracted_copy_the_next_run_gets(fmu_paths):
+    fmu = fmu_paths["tamper_fmu"]
+
+    outcomes = [run(fmu), run(fmu)]
+
+    for outcome in outcomes:
+        assert outcome.status == "succeeded", outcome.log_tail
+        assert "tamper: modified" not in outcome.log_tail
+        assert "/model/binaries/" in outcome.log_tail
+        assert "Read-only file system" in outcome.log_tail
+        outcome.cleanup()
+    assert outcomes[1].model_cache == "hit"
+    extracted = list((runner._settings.run_root / "models").glob(f"*/{sha256_of(fmu)}"))
+    assert extracted
+    for copy in extracted:
+        assert not list(copy.rglob("tampered.txt"))
+
+
+def test_an_fmu_the_server_cannot_prepare_is_reported_by_the_run_as_before(tmp_path):
+    not_an_fmu = tmp_path / "broken.fmu"
+    not_an_fmu.write_bytes(b"PK\x03\x04 but not really a zip")
+
+    outcome = run(not_an_fmu)
+
+    assert outcome.model_cache in ("unprepared", "off")
+    assert_failed(outcome, "failed", "invalid_fmu")
+
+
+@namespaces_only
+def test_a_new_server_removes_what_a_killed_server_left_behind(fmu_paths):
+    run(fmu_paths["bouncing_ball"]).cleanup()
+    models_root = runner._settings.run_root / "models"
+    abandoned = models_root / "server-1-deadbeef"
+    abandoned.mkdir()
+    (abandoned / ".lock").touch()
+    (abandoned / ("0" * 64)).mkdir()
+
+    server = runner.SandboxServerProcess(runner._settings.python_executable, models_root)
+    server.kill()
+
+    assert not abandoned.exists()
+    assert len(list(models_root.iterdir())) >= 1  # the live servers' own dirs stay
 
 
 def test_progress_is_reported_increasing_and_at_most_one(fmu_paths):
@@ -374,7 +465,8 @@ def test_read_secrets_sees_only_its_own_files(fmu_paths):
     if os.geteuid() == 0:
         # The system dirs, the run's own dir, and the top of the Python library dirs
         # (e.g. /root for a pyenv interpreter, holding nothing but that interpreter's lib).
-        allowed = {".", "..", "sandbox", "proc", "dev", "etc", "tmp", "usr", "bin", "sbin"}
+        allowed = {".", "..", "sandbox", "model", "proc", "dev", "etc", "tmp", "usr", "bin"}
+        allowed |= {"sbin"}
         allowed |= {"lib", "lib32", "lib64", "libx32"}
         allowed |= {Path(path).parts[1] for path in python_library_dirs()}
         assert "sandbox" in listing

@@ -193,3 +193,17 @@ def test_hostile_models_build_as_separate_co_simulation_fmus(fmu_paths):
         description = fmpy.read_model_description(str(fmu_paths[name]))
         assert description.coSimulation.modelIdentifier == name
         assert os.path.getsize(fmu_paths[name]) > 0
+
+
+def test_tamper_fmu_changes_its_extracted_files_when_unconfined(fmu_paths, tmp_path):
+    unzip_dir = fmpy.extract(str(fmu_paths["tamper_fmu"]), unzipdir=str(tmp_path / "fmu"))
+    library = next(Path(unzip_dir, "binaries").rglob("*.so"))
+    size_before = library.stat().st_size
+
+    result, messages = simulate_capturing_log(Path(unzip_dir))
+    log = "\n".join(messages)
+
+    assert result is None, log  # a write went through, so the model reported fmi2Error
+    assert "tamper: modified" in log
+    assert library.stat().st_size == size_before + len("tampered")
+    assert (library.parent / "tampered.txt").read_text() == "tampered"

@@ -150,6 +150,7 @@ TEST_MODELS: dict[str, TestModel] = {
             "Connects to 127.0.0.1:<port> in doStep",
             Variable("port", 0, "parameter", "fixed", "exact", "5432", "Integer"),
         ),
+        _hostile("tamper_fmu", "Tries to change its own extracted FMU files in doStep"),
         _hostile(
             "read_secrets",
             "Reads /etc/passwd, /proc/<probe_pid>/environ and its environment in doStep",
