@@ -54,6 +54,8 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
 def api_key_mark_used(*, api_key: ApiKey) -> None:
     """Keep last_used_at to the minute without a write on every request."""
     now = timezone.now()
+    if api_key.last_used_at is not None and api_key.last_used_at >= now - LAST_USED_RESOLUTION:
+        return  # the row just read is recent enough: no query at all
     updated = (
         ApiKey.objects.filter(pk=api_key.pk)
         .filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION))

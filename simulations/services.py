@@ -210,7 +210,7 @@ def simulation_create(
                 charge=charge,
             )
             run_charge_link(charge=charge, simulation=simulation)
-            Model.objects.filter(pk=model.pk).update(last_used_at=timezone.now())
+            _model_mark_used(model)
             transaction.on_commit(lambda: _enqueue(simulation.pk))
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key committed first.
@@ -358,6 +358,18 @@ def simulation_execute(*, simulation_id: uuid.UUID | str) -> Simulation | None:
         return _record_outcome(simulation, outcome)
     finally:
         outcome.cleanup()
+
+
+# Retention counts idle days: an hour is precise enough, and saves a write per run.
+MODEL_LAST_USED_RESOLUTION = timedelta(hours=1)
+
+
+def _model_mark_used(model: Model) -> None:
+    now = timezone.now()
+    if model.last_used_at is not None and model.last_used_at >= now - MODEL_LAST_USED_RESOLUTION:
+        return
+    Model.objects.filter(pk=model.pk).update(last_used_at=now)
+    model.last_used_at = now
 
 
 def _progress_reporter(simulation_id):

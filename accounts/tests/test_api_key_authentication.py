@@ -4,6 +4,8 @@ from unittest import mock
 
 import pytest
 from django.contrib.auth import hashers
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework.throttling import UserRateThrottle
@@ -108,6 +110,22 @@ def test_last_used_at_is_recorded(user, api_key_for):
     client_with(f"Bearer {plaintext}").get(ACCOUNT_URL)
     api_key.refresh_from_db()
     assert api_key.last_used_at is not None
+
+
+def test_requests_within_a_minute_do_not_write_the_key_again(user, api_key_for):
+    api_key, plaintext = api_key_for(user)
+    client = client_with(f"Bearer {plaintext}")
+    client.get(ACCOUNT_URL)
+
+    with CaptureQueriesContext(connection) as queries:
+        client.get(ACCOUNT_URL)
+    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now() - timedelta(minutes=2))
+    client.get(ACCOUNT_URL)
+
+    writes = [query["sql"] for query in queries if query["sql"].startswith("UPDATE")]
+    assert not [sql for sql in writes if "accounts_apikey" in sql]
+    api_key.refresh_from_db()
+    assert api_key.last_used_at > timezone.now() - timedelta(seconds=30)
 
 
 def test_the_database_holds_no_plaintext_key(user, api_key_for):

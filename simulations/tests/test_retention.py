@@ -157,6 +157,23 @@ def test_models_unused_for_the_retention_are_deleted_when_enabled(
     assert default_storage.exists(run_lately.storage_name)
 
 
+def test_a_run_marks_its_model_used_at_most_once_an_hour(fmu_paths):
+    owner = UserFactory()
+    model = uploaded_model(owner, fmu_paths["bouncing_ball"])
+    assert model.last_used_at is None
+
+    services.simulation_create(owner=owner, model=model, request={})
+    first_use = Model.objects.get(pk=model.pk).last_used_at
+    services.simulation_create(owner=owner, model=model, request={})
+    unchanged = Model.objects.get(pk=model.pk).last_used_at
+    Model.objects.filter(pk=model.pk).update(last_used_at=timezone.now() - timedelta(hours=2))
+    services.simulation_create(owner=owner, model=Model.objects.get(pk=model.pk), request={})
+
+    assert first_use is not None
+    assert unchanged == first_use
+    assert Model.objects.get(pk=model.pk).last_used_at > timezone.now() - timedelta(minutes=1)
+
+
 def test_a_model_with_a_queued_run_is_not_deleted_by_retention(settings, fmu_paths):
     settings.MODEL_RETENTION_ENABLED = True
     owner = UserFactory()
