@@ -431,10 +431,17 @@ class RunRequest:
 
 @dataclass(frozen=True)
 class PreparedModel:
-    """An FMU the server extracted and whose modelDescription.xml it parsed."""
+    """An FMU extracted on the host, with its parsed description pickled beside it:
 
-    directory: str  # on the host; mounted read-only at MODEL_MOUNT_POINT in the run
-    description: Any  # fmpy.model_description.ModelDescription
+        <directory>/fmu/               the archive's files (read-only for runs)
+        <directory>/description.pickle fmpy's ModelDescription of it
+
+    The directory is mounted read-only at MODEL_MOUNT_POINT in the run."""
+
+    directory: str
+
+    FILES = "fmu"
+    DESCRIPTION = "description.pickle"
 
 
 def _sha256_of_file(path: str) -> str:
@@ -443,17 +450,58 @@ def _sha256_of_file(path: str) -> str:
         return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
+def _prepare_model(fmu_path: str, target: str) -> None:
+    """Check, extract and parse the FMU into `target` (see PreparedModel). Trusted code
+    on data that passed the upload's checks; runs in a forked child of the server, so
+    that nothing of any model stays in the server's memory for later runs to inherit."""
+    import pickle
+
+    from fmpy.model_description import read_model_description
+
+    from simulations.fmu import FMULimits, inspect_fmu
+
+    limits = FMULimits(
+        max_model_description_bytes=MODEL_CACHE_MAX_DESCRIPTION_BYTES,
+        max_uncompressed_bytes=MODEL_CACHE_MAX_UNCOMPRESSED_BYTES,
+    )
+    inspect_fmu(Path(fmu_path), limits=limits)
+    files = os.path.join(target, PreparedModel.FILES)
+    with zipfile.ZipFile(fmu_path) as archive:
+        archive.extractall(files)  # names are sanitised, and inspect_fmu refused ".."
+    for parent, directories, names in os.walk(target):
+        for name in directories:
+            # Readable by the runs' uids; the mount is read-only.
+            os.chmod(os.path.join(parent, name), 0o755)  # noqa: S103
+        for name in names:
+            os.chmod(os.path.join(parent, name), 0o644)
+    description = read_model_description(files, validate=True)
+    with open(os.path.join(target, PreparedModel.DESCRIPTION), "wb") as pickled:
+        pickle.dump(description, pickled, protocol=pickle.HIGHEST_PROTOCOL)
+    os.chmod(os.path.join(target, PreparedModel.DESCRIPTION), 0o644)
+
+
+def _load_prepared_description(prepared: PreparedModel) -> Any:
+    """In the run, before model code: the pickle was written by _prepare_model, as root,
+    and is read-only to the run, so it is trusted data."""
+    import pickle
+
+    path = os.path.join(MODEL_MOUNT_POINT, PreparedModel.DESCRIPTION)
+    with open(path, "rb") as pickled:
+        return pickle.load(pickled)  # noqa: S301
+
+
 class ModelCache:
-    """The last few FMUs this server ran, extracted, with their parsed descriptions.
+    """The last few FMUs this server ran, extracted, with their descriptions parsed.
 
     Extracting and parsing cost more than simulating a small model, and repeated runs
-    of one model (a parameter sweep) are the common case. Only the server's own trusted
-    code touches the archive here, after the checks an upload passes (zip-slip, size,
-    ratio, no DTD or entities); no model code runs in the server. A forked run inherits
-    the parsed description and sees the files read-only, so nothing a model does can
-    change what the next run of the same file (perhaps another account's) gets. When
-    anything here fails, the run extracts and parses the FMU itself, as before, and
-    reports what is wrong with it.
+    of one model (a parameter sweep) are the common case. Only trusted code touches
+    the archive here, after the checks an upload passes (zip-slip, size, ratio, no DTD
+    or entities), in a child forked for it; the server itself keeps nothing but keys
+    and paths, so a run (which inherits the server's memory) learns nothing about
+    other models. A run sees only its own model's copy, read-only, so nothing a model
+    does can change what the next run of the same file (perhaps another account's)
+    gets. When anything here fails, the run extracts and parses the FMU itself, as
+    before, and reports what is wrong with it.
 
     Each server owns one directory under `root`, locked while it lives; directories
     of servers that died without cleaning up are removed by the next server to start.
@@ -506,49 +554,38 @@ class ModelCache:
         if prepared is not None:
             self.entries.move_to_end(key)
             return prepared, "hit"
-        try:
-            prepared = self._prepare(key, fmu_path)
-        except Exception:  # the run reads the FMU itself and says what is wrong
+        prepared = self._prepare_in_child(key, fmu_path)
+        if prepared is None:
             return None, "unprepared"
         while len(self.entries) >= MODEL_CACHE_ENTRIES:
             _, evicted = self.entries.popitem(last=False)
             shutil.rmtree(evicted.directory, ignore_errors=True)
-            gc.unfreeze()  # let the evicted description's cycles be collected
-            gc.collect()
         self.entries[key] = prepared
-        gc.freeze()  # forked runs' collections must not walk (and so copy) it
         return prepared, "miss"
 
-    def _prepare(self, key: str, fmu_path: str) -> PreparedModel:
-        from fmpy.model_description import read_model_description
-
-        from simulations.fmu import FMULimits, inspect_fmu
-
+    def _prepare_in_child(self, key: str, fmu_path: str) -> PreparedModel | None:
         assert self.directory is not None
-        limits = FMULimits(
-            max_model_description_bytes=MODEL_CACHE_MAX_DESCRIPTION_BYTES,
-            max_uncompressed_bytes=MODEL_CACHE_MAX_UNCOMPRESSED_BYTES,
-        )
-        inspect_fmu(Path(fmu_path), limits=limits)
-        extracting = os.path.join(self.directory, f"{key}.extracting")
-        shutil.rmtree(extracting, ignore_errors=True)
-        os.mkdir(extracting, 0o755)
-        try:
-            with zipfile.ZipFile(fmu_path) as archive:
-                archive.extractall(extracting)  # names are sanitised; inspect_fmu refused ".."
-            for parent, directories, files in os.walk(extracting):
-                for name in directories:
-                    # Readable by the runs' uids; the mount is read-only.
-                    os.chmod(os.path.join(parent, name), 0o755)  # noqa: S103
-                for name in files:
-                    os.chmod(os.path.join(parent, name), 0o644)
-            description = read_model_description(extracting, validate=True)
-            directory = os.path.join(self.directory, key)
-            os.rename(extracting, directory)
-        except BaseException:
-            shutil.rmtree(extracting, ignore_errors=True)
-            raise
-        return PreparedModel(directory=directory, description=description)
+        preparing = os.path.join(self.directory, f"{key}.preparing")
+        shutil.rmtree(preparing, ignore_errors=True)
+        os.mkdir(preparing, 0o755)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                null_fd = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):  # 1 is the pipe to the runner: nothing may land there
+                    os.dup2(null_fd, fd)
+                _prepare_model(fmu_path, preparing)
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+            shutil.rmtree(preparing, ignore_errors=True)
+            return None
+        directory = os.path.join(self.directory, key)
+        os.rename(preparing, directory)
+        return PreparedModel(directory=directory)
 
     def close(self) -> None:
         if self.directory is not None:
@@ -907,8 +944,8 @@ def simulate_in_sandbox(
 
     try:
         if prepared is not None:
-            unzip_dir = MODEL_MOUNT_POINT
-            model_description = prepared.description
+            unzip_dir = os.path.join(MODEL_MOUNT_POINT, PreparedModel.FILES)
+            model_description = _load_prepared_description(prepared)
         else:
             unzip_dir = os.path.abspath(EXTRACT_DIR)
             fmpy.extract(MODEL_FILE, unzipdir=unzip_dir)

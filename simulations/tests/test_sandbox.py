@@ -24,6 +24,7 @@ import pytest
 from simulations import runner
 from simulations.runner import SandboxLimits, SandboxOutcome, isolation_level, run_simulation
 from simulations.sandbox import python_library_dirs
+from simulations.tests.fmus.build import TEST_MODELS
 
 LIMITS = SandboxLimits(
     cpu_seconds=20,
@@ -241,7 +242,7 @@ def test_a_run_cannot_change_the_extracted_copy_the_next_run_gets(fmu_paths):
     for outcome in outcomes:
         assert outcome.status == "succeeded", outcome.log_tail
         assert "tamper: modified" not in outcome.log_tail
-        assert "/model/binaries/" in outcome.log_tail
+        assert "/model/fmu/binaries/" in outcome.log_tail
         assert "Read-only file system" in outcome.log_tail
         outcome.cleanup()
     assert outcomes[1].model_cache == "hit"
@@ -249,6 +250,35 @@ def test_a_run_cannot_change_the_extracted_copy_the_next_run_gets(fmu_paths):
     assert extracted
     for copy in extracted:
         assert not list(copy.rglob("tampered.txt"))
+
+
+def shifted(text: str) -> str:
+    """How memory_scan takes the text it looks for: every character one up."""
+    return "".join(chr(ord(character) + 1) for character in text)
+
+
+@namespaces_only
+def test_a_run_finds_its_own_model_description_in_its_memory(fmu_paths):
+    needle = TEST_MODELS["memory_scan"].description
+
+    outcome = run(fmu_paths["memory_scan"], {"start_values": {"shifted_needle": shifted(needle)}})
+
+    assert outcome.status == "succeeded", outcome.log_tail
+    assert "memory_scan: found" in outcome.log_tail
+
+
+@namespaces_only
+def test_a_run_finds_nothing_of_the_models_run_before_it_in_its_memory(fmu_paths):
+    other_model = TEST_MODELS["inputs_params"]
+    load_result(run(fmu_paths["inputs_params"], {"fmi_type": "CoSimulation"}))
+    needle = {"start_values": {"shifted_needle": shifted(other_model.description)}}
+
+    outcomes = [run(fmu_paths["memory_scan"], needle) for _ in range(2)]  # miss, then hit
+
+    for outcome in outcomes:
+        assert outcome.status == "succeeded", outcome.log_tail
+        assert "memory_scan: not found" in outcome.log_tail
+    assert outcomes[1].model_cache == "hit"
 
 
 def test_an_fmu_the_server_cannot_prepare_is_reported_by_the_run_as_before(tmp_path):

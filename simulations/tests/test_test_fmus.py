@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import resource
 import socket
 import subprocess
@@ -15,6 +16,8 @@ from pathlib import Path
 import fmpy
 import numpy as np
 import pytest
+
+from simulations.tests.fmus.build import TEST_MODELS
 
 GRAVITY = 9.81
 
@@ -207,3 +210,31 @@ def test_tamper_fmu_changes_its_extracted_files_when_unconfined(fmu_paths, tmp_p
     assert "tamper: modified" in log
     assert library.stat().st_size == size_before + len("tampered")
     assert (library.parent / "tampered.txt").read_text() == "tampered"
+
+
+def shifted(text: str) -> str:
+    """How memory_scan takes its needle: every character one up."""
+    return "".join(chr(ord(character) + 1) for character in text)
+
+
+def test_memory_scan_finds_its_own_description_in_memory(fmu_paths):
+    own_description = TEST_MODELS["memory_scan"].description
+
+    result, messages = simulate_capturing_log(
+        fmu_paths["memory_scan"], start_values={"shifted_needle": shifted(own_description)}
+    )
+
+    assert result is not None, messages
+    assert "memory_scan: found" in messages
+
+
+def test_memory_scan_does_not_find_a_text_that_is_nowhere(fmu_paths):
+    # Made shifted, so that the text itself never exists in this process.
+    shifted_random_text = "".join(random.choice("bcdefghijklmnopqrstuvwxyz{") for _ in range(24))
+
+    result, messages = simulate_capturing_log(
+        fmu_paths["memory_scan"], start_values={"shifted_needle": shifted_random_text}
+    )
+
+    assert result is not None, messages
+    assert "memory_scan: not found" in messages

@@ -152,6 +152,11 @@ TEST_MODELS: dict[str, TestModel] = {
         ),
         _hostile("tamper_fmu", "Tries to change its own extracted FMU files in doStep"),
         _hostile(
+            "memory_scan",
+            "Scans its own process memory for a text in doStep",
+            Variable("shifted_needle", 0, "parameter", "fixed", "exact", "", "String"),
+        ),
+        _hostile(
             "read_secrets",
             "Reads /etc/passwd, /proc/<probe_pid>/environ and its environment in doStep",
             Variable("probe_pid", 0, "parameter", "fixed", "exact", "1", "Integer"),
