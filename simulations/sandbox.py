@@ -7,8 +7,9 @@ fmpy once (a fresh interpreter that imports fmpy costs ~100 ms, a small model
 simulates in a few ms), then serves one run at a time:
 
     sandbox server (root, imported fmpy; never loads model code; keeps the last
-     │              few FMUs extracted with their parsed modelDescription.xml,
-     │              see ModelCache)
+     │              few FMUs extracted with their parsed modelDescription.xml
+     │              on disk, see ModelCache; forks the next run's processes
+     │              ahead, see prepare_spare)
      └─ monitor (fork): unshare(mount, net, IPC, UTS, cgroup, PID namespaces),
         │               waits for the model process and reports how it ended
         └─ model process (fork; PID 1 of the new PID namespace):
@@ -705,28 +706,30 @@ def _make_mount_point(path: str, *, is_file: bool) -> None:
         os.makedirs(path, exist_ok=True)
 
 
-def _enter_private_root(
-    request: RunRequest,
-    library_dirs: list[str],
-    prepared: PreparedModel | None,
-    *,
-    in_user_namespace: bool,
-) -> None:
-    """Replace the file system view with a read-only tmpfs root that holds only what a
-    model needs, then pivot into it. Runs as root of the run's mount namespace."""
-    root = request.root_dir
+def _inside(root: str, path: str) -> str:
+    return os.path.join(root, path.lstrip("/"))
+
+
+def _tmp_size(file_size_bytes: int) -> str:
+    return f"size={max(1 << 20, min(file_size_bytes, 64 << 20))}"
+
+
+def _build_private_root(root: str, library_dirs: list[str], *, in_user_namespace: bool) -> None:
+    """The part of a run's file system view that is the same for every run: a tmpfs
+    root with read-only binds of what a model needs, /dev nodes, /proc and /tmp.
+    Runs as root of the run's mount namespace, on any empty dir of the host."""
 
     def inside(path: str) -> str:
-        return os.path.join(root, path.lstrip("/"))
+        return _inside(root, path)
 
     mount(None, "/", None, MS_REC | MS_PRIVATE, None)  # nothing propagates back to the host
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
 
-    # The model's own /tmp, mounted before the library dirs, which may lie under /tmp.
-    tmp_bytes = max(1 << 20, min(request.file_size_bytes, 64 << 20))
+    # The model's own /tmp, mounted before the library dirs, which may lie under /tmp;
+    # sized for the run when it is known (_finish_private_root).
     private_tmp = inside("/tmp")  # noqa: S108
     os.makedirs(private_tmp)
-    mount("tmpfs", private_tmp, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_bytes},mode=1777")
+    mount("tmpfs", private_tmp, "tmpfs", MS_NOSUID | MS_NODEV, f"{_tmp_size(64 << 20)},mode=1777")
 
     for directory in SYSTEM_DIRS:
         _make_mount_point(inside(directory), is_file=False)
@@ -763,6 +766,21 @@ def _enter_private_root(
         if not in_user_namespace:
             raise
 
+
+def _finish_private_root(root: str, request: RunRequest, prepared: PreparedModel | None) -> None:
+    """Add the run's own dirs to the view _build_private_root made, make it read-only
+    and pivot into it."""
+
+    def inside(path: str) -> str:
+        return _inside(root, path)
+
+    mount(
+        None,
+        inside("/tmp"),  # noqa: S108
+        None,
+        MS_REMOUNT | MS_NOSUID | MS_NODEV,
+        f"{_tmp_size(request.file_size_bytes)},mode=1777",
+    )
     _make_mount_point(inside(SANDBOX_MOUNT_POINT), is_file=False)
     _bind(request.run_dir, inside(SANDBOX_MOUNT_POINT), writable=True)
     if prepared is not None:
@@ -811,17 +829,47 @@ def _arrange_descriptors(log_fd: int, keep: list[int]) -> list[int]:
     return arranged
 
 
+def _read_assigned_run(request_fd: int) -> tuple[RunRequest, PreparedModel | None]:
+    """A spare waits here for its run (one JSON line from the server); the server
+    closing the pipe instead means it is not needed."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(request_fd, 65536)
+        if not chunk:
+            os._exit(0)
+        data += chunk
+    os.close(request_fd)
+    command = json.loads(data)
+    prepared_dir = command.get("prepared_dir")
+    return RunRequest.from_command(command), PreparedModel(prepared_dir) if prepared_dir else None
+
+
 def _prepare_model_process(
-    request: RunRequest,
+    request: RunRequest | None,
     mode: str,
     library_dirs: list[str],
     prepared: PreparedModel | None,
     fds: dict[str, int],
-) -> tuple[dict[str, Any], int]:
+    spare_root: str | None,
+) -> tuple[RunRequest, PreparedModel | None, dict[str, Any], int]:
     """The trusted part of the model process: sandbox itself, read the parameters.
-    Returns the parameters and the progress descriptor."""
+    A spare (request None) does what is the same for every run first, then waits for
+    its run. Returns the run, its prepared model, its parameters and the progress
+    descriptor."""
     os.setsid()  # own process group: the model cannot signal the server's group
     os.umask(0o022)
+    namespaces = mode in (ISOLATION_NAMESPACES, ISOLATION_USER_NAMESPACES)
+    in_user_namespace = mode == ISOLATION_USER_NAMESPACES
+    if request is None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # while it waits, as root
+        assert spare_root is not None
+        root = spare_root
+        _build_private_root(root, library_dirs, in_user_namespace=in_user_namespace)
+        request, prepared = _read_assigned_run(fds.pop("request_r"))
+    else:
+        root = request.root_dir
+        if namespaces:
+            _build_private_root(root, library_dirs, in_user_namespace=in_user_namespace)
     log_fd = os.open(
         os.path.join(request.run_dir, LOG_FILE),
         os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW,
@@ -833,9 +881,8 @@ def _prepare_model_process(
     fds.update(progress_w=progress_fd, setup_w=setup_fd, lifeline_r=lifeline_fd)
     os.set_blocking(progress_fd, False)
 
-    if mode in (ISOLATION_NAMESPACES, ISOLATION_USER_NAMESPACES):
-        in_user_namespace = mode != ISOLATION_NAMESPACES
-        _enter_private_root(request, library_dirs, prepared, in_user_namespace=in_user_namespace)
+    if namespaces:
+        _finish_private_root(root, request, prepared)
         if mode == ISOLATION_NAMESPACES:
             # The model's files stay private to its uid.
             os.chown(".", request.uid, request.gid)
@@ -870,18 +917,21 @@ def _prepare_model_process(
             raise
     os.environ.clear()
     os.close(lifeline_fd)
-    return params, progress_fd
+    return request, prepared, params, progress_fd
 
 
 def _run_model_process(
-    request: RunRequest,
+    request: RunRequest | None,
     mode: str,
     library_dirs: list[str],
     prepared: PreparedModel | None,
     fds: dict[str, int],
+    spare_root: str | None,
 ) -> NoReturn:
     try:
-        params, progress_fd = _prepare_model_process(request, mode, library_dirs, prepared, fds)
+        request, prepared, params, progress_fd = _prepare_model_process(
+            request, mode, library_dirs, prepared, fds, spare_root
+        )
         os.write(fds["setup_w"], b"ok")
         os.close(fds["setup_w"])
     except BaseException as error:
@@ -1090,15 +1140,17 @@ def _kill_every_process_of(uid: int, gid: int) -> None:
 
 
 def _run_monitor(
-    request: RunRequest,
+    request: RunRequest | None,
     mode: str,
     library_dirs: list[str],
     prepared: PreparedModel | None,
     fds: dict[str, int],
     server_pid: int,
+    spare_root: str | None = None,
 ) -> NoReturn:
     """Create the run's namespaces, fork the model process into them, wait for it and
-    report its exit status and resource usage to the server."""
+    report its exit status and resource usage to the server. For a spare (request
+    None, namespace modes only) the model process learns its run later."""
     try:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != server_pid:
@@ -1117,20 +1169,23 @@ def _run_monitor(
             unshare(CLONE_NEWUSER | RUN_NAMESPACES)
             _write_user_namespace_maps(uid, gid)
         elif mode == ISOLATION_SETUID:
+            assert request is not None
             _kill_every_process_of(request.uid, request.gid)  # leftovers of a killed server
         pid = os.fork()
         if pid == 0:
             os.close(fds["status_w"])
             os.close(fds["setup_r"])
             os.close(fds["lifeline_w"])
-            _run_model_process(request, mode, library_dirs, prepared, fds)
-        for name in ("progress_w", "setup_w", "lifeline_r"):
-            os.close(fds[name])
+            _run_model_process(request, mode, library_dirs, prepared, fds, spare_root)
+        for name in ("progress_w", "setup_w", "lifeline_r", "request_r"):
+            if name in fds:
+                os.close(fds[name])
         _write_line(fds["status_w"], {"pid": pid})
         _, status, usage = os.wait4(pid, 0)
         # With a PID namespace the kernel has killed everything the model started;
         # otherwise end what is left of it here, before the slot is reused.
         if mode == ISOLATION_SETUID:
+            assert request is not None
             _kill_every_process_of(request.uid, request.gid)
         elif mode == ISOLATION_NONE:
             with contextlib.suppress(OSError):
@@ -1158,6 +1213,21 @@ def _run_monitor(
 
 
 # ---- the server ---------------------------------------------------------------------
+
+
+@dataclass
+class RunProcesses:
+    """A forked monitor (and its model process) as the server holds them."""
+
+    monitor_pid: int
+    status_fd: int
+    progress_fd: int
+    request_fd: int = -1  # a spare's pipe for its run; -1 once assigned or if none
+
+    def close(self) -> None:
+        for fd in (self.status_fd, self.progress_fd, self.request_fd):
+            if fd >= 0:
+                os.close(fd)
 
 
 @dataclass
@@ -1193,6 +1263,12 @@ class SandboxServer:
         # Only a private mount tree can show a shared extraction read-only.
         namespaces = self.mode in (ISOLATION_NAMESPACES, ISOLATION_USER_NAMESPACES)
         self.models = ModelCache(model_cache_root if namespaces else None)
+        # Spares need a private mount tree too, and an empty host dir to build it on.
+        self.spare: RunProcesses | None = None
+        self.spare_root: str | None = None
+        if self.models.directory is not None:
+            self.spare_root = os.path.join(self.models.directory, "spare-root")
+            os.mkdir(self.spare_root, 0o700)
 
     def send(self, message: dict[str, Any], *, droppable: bool = False) -> None:
         """Write one event. stdout is non-blocking so that a runner busy in a callback
@@ -1236,6 +1312,9 @@ class SandboxServer:
                     self.read_progress()
             self.enforce_deadline()
             self.reap_monitors()
+            if self.run is None:
+                self.prepare_spare()
+        self.discard_spare()
 
     def reap_monitors(self) -> None:
         for pid in list(self.exiting_monitors):
@@ -1298,45 +1377,106 @@ class SandboxServer:
         prepared, model_cache = self.models.get(
             request.model_key, os.path.join(request.run_dir, MODEL_FILE)
         )
-        status_r, status_w = os.pipe()
-        progress_r, progress_w = os.pipe()
-        setup_r, setup_w = os.pipe()
-        lifeline_r, lifeline_w = os.pipe()
-        fds = {
-            "status_r": status_r,
-            "status_w": status_w,
-            "progress_r": progress_r,
-            "progress_w": progress_w,
-            "setup_r": setup_r,
-            "setup_w": setup_w,
-            "lifeline_r": lifeline_r,
-            "lifeline_w": lifeline_w,
-        }
         started_at = time.monotonic()
         try:
-            monitor_pid = os.fork()
+            if self.spare_root is not None:
+                processes = self.take_spare()
+                assignment = {**command, "prepared_dir": prepared.directory if prepared else None}
+                _write_line(processes.request_fd, assignment)  # small: fits the empty pipe
+                os.close(processes.request_fd)
+            else:
+                processes = self.fork_run_processes(request, prepared)
         except OSError as error:
-            for fd in fds.values():
-                os.close(fd)
             self.send({"event": "error", "run_id": run_id, "message": f"fork failed: {error}"})
             return
-        if monitor_pid == 0:
-            _run_monitor(request, self.mode, self.library_dirs, prepared, fds, os.getppid())
-        for name in ("status_w", "progress_w", "setup_r", "setup_w", "lifeline_r", "lifeline_w"):
-            os.close(fds[name])
-        os.set_blocking(status_r, False)
-        os.set_blocking(progress_r, False)
         self.run = ActiveRun(
             request=request,
-            monitor_pid=monitor_pid,
-            status_fd=status_r,
-            progress_fd=progress_r,
+            monitor_pid=processes.monitor_pid,
+            status_fd=processes.status_fd,
+            progress_fd=processes.progress_fd,
             started_at=started_at,
             deadline=started_at + request.wall_timeout_seconds,
             model_cache=model_cache,
         )
-        self.selector.register(status_r, selectors.EVENT_READ, "status")
-        self.selector.register(progress_r, selectors.EVENT_READ, "progress")
+        self.selector.register(processes.status_fd, selectors.EVENT_READ, "status")
+        self.selector.register(processes.progress_fd, selectors.EVENT_READ, "progress")
+
+    def fork_run_processes(
+        self, request: RunRequest | None, prepared: PreparedModel | None = None
+    ) -> RunProcesses:
+        """Fork a run's monitor (which forks its model process); with request None, a
+        spare that waits for its run on the returned request pipe."""
+        pipes = {"status": os.pipe(), "progress": os.pipe(), "setup": os.pipe()}
+        pipes["lifeline"] = os.pipe()
+        if request is None:
+            pipes["request"] = os.pipe()
+        fds = {
+            f"{name}_{end}": fd
+            for name, pair in pipes.items()
+            for end, fd in zip("rw", pair, strict=True)
+        }
+        try:
+            monitor_pid = os.fork()
+        except OSError:
+            for fd in fds.values():
+                os.close(fd)
+            raise
+        if monitor_pid == 0:
+            request_w = fds.pop("request_w", None)
+            if request_w is not None:
+                os.close(request_w)
+            _run_monitor(
+                request,
+                self.mode,
+                self.library_dirs,
+                prepared,
+                fds,
+                os.getppid(),
+                spare_root=self.spare_root,
+            )
+        for name in ("status_w", "progress_w", "setup_r", "setup_w", "lifeline_r", "lifeline_w"):
+            os.close(fds[name])
+        if "request_r" in fds:
+            os.close(fds["request_r"])
+        os.set_blocking(fds["status_r"], False)
+        os.set_blocking(fds["progress_r"], False)
+        return RunProcesses(
+            monitor_pid=monitor_pid,
+            status_fd=fds["status_r"],
+            progress_fd=fds["progress_r"],
+            request_fd=fds.get("request_w", -1),
+        )
+
+    def take_spare(self) -> RunProcesses:
+        """The waiting spare if it is still there, else a new one."""
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            try:
+                ended, _ = os.waitpid(spare.monitor_pid, os.WNOHANG)
+            except ChildProcessError:
+                ended = spare.monitor_pid
+            if not ended:
+                return spare
+            spare.close()
+        return self.fork_run_processes(None)
+
+    def prepare_spare(self) -> None:
+        """Fork the next run's processes ahead, so that a run does not wait for its
+        forks, namespaces and mounts (each run still gets processes of its own)."""
+        if self.spare_root is None or self.spare is not None or self.stopping:
+            return
+        try:
+            self.spare = self.fork_run_processes(None)
+        except OSError:
+            self.spare = None  # the run forks its own
+
+    def discard_spare(self) -> None:
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            spare.close()  # the waiting model process reads EOF and exits
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(spare.monitor_pid, signal.SIGKILL)
+            self.exiting_monitors.append(spare.monitor_pid)
 
     def read_status(self) -> None:
         run = self.run

@@ -307,6 +307,64 @@ def test_a_new_server_removes_what_a_killed_server_left_behind(fmu_paths):
     assert len(list(models_root.iterdir())) >= 1  # the live servers' own dirs stay
 
 
+# ---- processes forked ahead ------------------------------------------------------------
+
+
+def waiting_spare_of(server_pid: int, timeout: float = 10.0) -> psutil.Process:
+    """The model process a server forked ahead for its next run, waiting as root."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for process in psutil.Process(server_pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if process.ppid() != server_pid and process.uids().real == os.geteuid():
+                    return process
+        time.sleep(0.05)
+    raise AssertionError("no spare run process appeared")
+
+
+@namespaces_only
+def test_a_run_gets_the_process_forked_ahead_for_it_and_never_a_used_one(fmu_paths):
+    server = runner._servers.take()
+    runner._servers.give_back(server)
+    model_pids: list[int] = []
+
+    def note_model_pid() -> bool:
+        first = runner._settings.slot_uid_base
+        for process in psutil.Process(server.process.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if first <= process.uids().real < first + runner.DEFAULT_SLOT_COUNT:
+                    model_pids.append(process.pid)
+        return False
+
+    spares = []
+    for _ in range(2):
+        spares.append(waiting_spare_of(server.process.pid).pid)
+        outcome = run(
+            fmu_paths["endless_loop"],
+            limits=SandboxLimits(**{**HOSTILE_LIMITS.__dict__, "wall_timeout_seconds": 1}),
+            should_cancel=note_model_pid,
+        )
+        assert outcome.status == "timed_out"
+
+    assert set(model_pids) == set(spares)
+    assert spares[0] != spares[1]
+
+
+@namespaces_only
+def test_a_stopped_server_leaves_no_spare_behind():
+    models_root = runner._settings.run_root / "models"
+    server = runner.SandboxServerProcess(runner._settings.python_executable, models_root)
+    spare = waiting_spare_of(server.process.pid)
+    monitor = psutil.Process(spare.ppid())
+
+    server.kill()
+
+    for process in (spare, monitor):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.wait(timeout=5)
+        assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+
+
 def test_progress_is_reported_increasing_and_at_most_one(fmu_paths):
     reported: list[float] = []
     params = {"fmi_type": "CoSimulation", "output_interval": 1e-5}
@@ -512,11 +570,18 @@ def test_a_dead_sandbox_server_is_a_platform_error_and_is_replaced(fmu_paths):
     killed: list[int] = []
 
     def kill_sandbox_server() -> bool:
-        """Kill the server running this job (idle servers from other tests have no children)."""
+        """Kill the server running this job: the one with a process under a slot uid
+        (idle servers have at most a spare, which waits as root)."""
+        first = runner._settings.slot_uid_base
         if not killed:
             for child in psutil.Process().children():
                 with contextlib.suppress(psutil.Error):
-                    if "simulations.sandbox" in " ".join(child.cmdline()) and child.children():
+                    if "simulations.sandbox" not in " ".join(child.cmdline()):
+                        continue
+                    if any(
+                        first <= process.uids().real < first + runner.DEFAULT_SLOT_COUNT
+                        for process in child.children(recursive=True)
+                    ):
                         os.kill(child.pid, signal.SIGKILL)
                         killed.append(child.pid)
                         break
