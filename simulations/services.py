@@ -38,6 +38,7 @@ from simulations.storage import (
     open_stored_file,
     store_file,
     stored_file_exists,
+    stored_file_local_path,
 )
 
 logger = logging.getLogger(__name__)
@@ -330,13 +331,16 @@ def simulation_execute(*, simulation_id: uuid.UUID | str) -> Simulation | None:
     simulation = Simulation.objects.select_related("model").get(pk=simulation_id)
     work_dir = Path(tempfile.mkdtemp(prefix="fmugw-run-"))
     try:
-        fmu_path = work_dir / "model.fmu"
-        # The sandbox's private copy: the only local file of a stored FMU.
-        with (
-            open_stored_file(name=simulation.model.storage_name) as stored,
-            fmu_path.open("wb") as local,
-        ):
-            shutil.copyfileobj(stored, local, 1024 * 1024)
+        # The runner copies the FMU into the run's own dir: from local storage directly,
+        # from object storage through a temporary file, the only local copy.
+        fmu_path = stored_file_local_path(name=simulation.model.storage_name)
+        if fmu_path is None:
+            fmu_path = work_dir / "model.fmu"
+            with (
+                open_stored_file(name=simulation.model.storage_name) as stored,
+                fmu_path.open("wb") as local,
+            ):
+                shutil.copyfileobj(stored, local, 1024 * 1024)
         outcome = runner.run_simulation(
             fmu_path=fmu_path,
             params=sandbox_params(simulation.params),
@@ -450,9 +454,15 @@ def _record_outcome(simulation: Simulation, outcome: runner.SandboxOutcome) -> S
         return _finish_with_platform_fault(
             simulation, outcome.error_code or "sandbox_failed", outcome.message or "", extra=fields
         )
-    Simulation.objects.filter(pk=simulation.pk, status=SimulationStatus.RUNNING).update(**fields)
+    updated = Simulation.objects.filter(pk=simulation.pk, status=SimulationStatus.RUNNING).update(
+        **fields
+    )
     _announce_finished(simulation.pk)
-    simulation.refresh_from_db()
+    if updated:
+        for name, value in fields.items():
+            setattr(simulation, name, value)
+    else:  # cancelled or failed meanwhile: the row says what it is now
+        simulation.refresh_from_db()
     return simulation
 
 

@@ -93,6 +93,17 @@ def store_file(*, name: str, path: Path) -> str:
     return saved
 
 
+def stored_file_local_path(*, name: str) -> Path | None:
+    """The file's path when storage is this machine's file system (no copy needed), else
+    None: object storage has no local file."""
+    storage = storages["default"]
+    if not isinstance(storage, FileSystemStorage):
+        return None
+    with storage_errors("finding a stored file"):
+        path = Path(storage.path(name))
+        return path if path.is_file() else None
+
+
 def open_stored_file(*, name: str):
     """Open a stored file for reading, in bounded memory whatever its size."""
     with storage_errors("opening a stored file"):

@@ -440,6 +440,24 @@ def test_storing_a_file_copies_it_and_leaves_the_callers_file_alone(
         assert stored.read() == source.read_bytes()
 
 
+@pytest.mark.parametrize("backend", ["local", "s3"])
+@pytest.mark.django_db
+def test_only_local_storage_offers_a_stored_file_in_place(backend, request, fmu_paths):
+    from simulations.storage import store_file, stored_file_local_path
+
+    if backend == "s3":
+        request.getfixturevalue("s3_storage")
+    store_file(name="fmus/test/model.fmu", path=fmu_paths["bouncing_ball"])
+
+    in_place = stored_file_local_path(name="fmus/test/model.fmu")
+
+    if backend == "local":
+        assert in_place.read_bytes() == fmu_paths["bouncing_ball"].read_bytes()
+    else:
+        assert in_place is None
+    assert stored_file_local_path(name="fmus/test/no-such.fmu") is None
+
+
 @pytest.mark.django_db
 def test_a_result_download_with_storage_down_is_503_before_any_row_is_sent(
     unreachable_storage,
