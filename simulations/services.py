@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
+import re
 import shutil
 import tempfile
 import time
@@ -39,6 +41,7 @@ from simulations.storage import (
     store_file,
     stored_file_exists,
     stored_file_local_path,
+    stored_files_older_than,
 )
 
 logger = logging.getLogger(__name__)
@@ -569,7 +572,59 @@ def models_expire(*, now: datetime | None = None) -> int:
     return deleted
 
 
+# A stored file younger than this may belong to an upload or a run still being recorded.
+ORPHAN_GRACE = timedelta(hours=1)
+
+
+def storage_orphans_delete(*, now: datetime | None = None) -> int:
+    """Delete stored FMUs and results that no row points at; returns how many.
+
+    They are left behind when storage was down at the moment their last row went (the
+    delete is then only logged). An FMU is deleted under the same lock as uploads
+    take, after checking again that no row uses it.
+    """
+    cutoff = (now or timezone.now()) - ORPHAN_GRACE
+    deleted = 0
+    try:
+        for prefix, referenced, release in (
+            ("fmus/", _referenced_fmus, _release_orphaned_fmu),
+            ("results/", _referenced_results, delete_stored_file),
+        ):
+            names = stored_files_older_than(prefix=prefix, cutoff=cutoff)
+            while batch := list(itertools.islice(names, RETENTION_BATCH_SIZE)):
+                for name in set(batch) - referenced(batch):
+                    release(name=name)
+                    logger.info("deleted %s: no row pointed at it", name)
+                    deleted += 1
+    except StorageUnavailable:
+        pass  # storage is down: the next pass finds what is left
+    return deleted
+
+
+def _referenced_fmus(names: list[str]) -> set[str]:
+    return set(Model.objects.filter(storage_name__in=names).values_list("storage_name", flat=True))
+
+
+def _referenced_results(names: list[str]) -> set[str]:
+    return set(
+        Simulation.objects.filter(result_name__in=names).values_list("result_name", flat=True)
+    )
+
+
+def _release_orphaned_fmu(*, name: str) -> None:
+    sha256 = Path(name).stem
+    with transaction.atomic():
+        if re.fullmatch(r"[0-9a-f]{64}", sha256):
+            _lock_stored_fmu(sha256)
+        if not storage_object_in_use(storage_name=name):
+            delete_stored_file(name=name)
+
+
 def storage_retention_apply(*, now: datetime | None = None) -> dict[str, int]:
-    """The periodic retention pass: expired results, then unused models."""
+    """The periodic retention pass: expired results, unused models, then orphaned files."""
     now = now or timezone.now()
-    return {"results": results_expire(now=now), "models": models_expire(now=now)}
+    return {
+        "results": results_expire(now=now),
+        "models": models_expire(now=now),
+        "orphans": storage_orphans_delete(now=now),
+    }

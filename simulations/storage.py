@@ -12,6 +12,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 from django.core.files import File
@@ -102,6 +103,32 @@ def stored_file_local_path(*, name: str) -> Path | None:
     with storage_errors("finding a stored file"):
         path = Path(storage.path(name))
         return path if path.is_file() else None
+
+
+def stored_files_older_than(*, prefix: str, cutoff: datetime) -> Iterator[str]:
+    """Names of stored files under `prefix` last written before `cutoff`, every level down.
+
+    Object storage lists names with their times in pages; other backends are walked
+    with listdir and asked for each file's time."""
+    storage = storages["default"]
+    with storage_errors("listing stored files"):
+        if hasattr(storage, "iter_names_modified"):
+            for name, modified in storage.iter_names_modified(prefix):
+                if modified < cutoff:
+                    yield name
+            return
+        pending = [prefix.rstrip("/")]
+        while pending:
+            directory = pending.pop()
+            try:
+                subdirectories, files = storage.listdir(directory)
+            except FileNotFoundError:
+                continue
+            pending.extend(f"{directory}/{subdirectory}" for subdirectory in subdirectories)
+            for file_name in files:
+                name = f"{directory}/{file_name}"
+                if storage.get_modified_time(name) < cutoff:
+                    yield name
 
 
 def open_stored_file(*, name: str):

@@ -476,3 +476,27 @@ def test_a_result_download_with_storage_down_is_503_before_any_row_is_sent(
     assert response.status_code == 503
     assert response["Content-Type"] == "application/problem+json"
     assert response.json()["type"].endswith("/storage-unavailable")
+
+
+@pytest.mark.django_db
+def test_objects_no_row_points_at_are_found_in_the_bucket_listing_and_deleted(
+    s3_storage, fmu_paths
+):
+    from datetime import timedelta
+
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+    from django.utils import timezone
+
+    owner = UserFactory()
+    model = Model.objects.get(pk=upload(client_for(owner), fmu_paths["bouncing_ball"]).json()["id"])
+    orphans = [f"fmus/cd/{'cd' * 32}.fmu", "results/00000000-0000-0000-0000-00000000000a.npy"]
+    for name in orphans:
+        default_storage.save(name, ContentFile(b"left behind"))
+
+    # The bucket's clock cannot be turned back: sweep as if two hours had passed.
+    deleted = services.storage_orphans_delete(now=timezone.now() + timedelta(hours=2))
+
+    assert deleted == 2
+    assert not any(default_storage.exists(name) for name in orphans)
+    assert default_storage.exists(model.storage_name)

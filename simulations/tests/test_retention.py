@@ -3,10 +3,14 @@ models after MODEL_RETENTION_DAYS when enabled; API and portal say how long resu
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
+from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.test import Client
 from django.utils import timezone
@@ -97,7 +101,7 @@ def test_result_retention_is_idempotent():
     finished_run(owner, days_ago=40)
     assert services.results_expire() == 1
     assert services.results_expire() == 0
-    assert tasks.apply_storage_retention() == {"results": 0, "models": 0}
+    assert tasks.apply_storage_retention() == {"results": 0, "models": 0, "orphans": 0}
 
 
 def test_a_result_whose_delete_failed_is_not_served_and_is_deleted_next_time(monkeypatch):
@@ -219,3 +223,56 @@ def test_a_deleted_account_takes_its_models_and_results_but_not_shared_files(
     assert not default_storage.exists(result_name)
     assert not default_storage.exists(own.storage_name)
     assert default_storage.exists(shared.storage_name)  # the other account still uses it
+
+
+# --- files no row points at -----------------------------------------------------------------------
+
+
+def backdate(name: str, hours: float) -> None:
+    path = Path(default_storage.path(name))
+    then = time.time() - hours * 3600
+    os.utime(path, (then, then))
+
+
+def test_stored_files_no_row_points_at_are_deleted_after_the_grace_period(fmu_paths):
+    owner = UserFactory()
+    model = uploaded_model(owner, fmu_paths["bouncing_ball"])
+    kept_result = stored_result(owner, 10)
+    orphaned_fmu = f"fmus/ab/{'ab' * 32}.fmu"
+    orphaned_result = "results/00000000-0000-0000-0000-000000000001.npy"
+    recent_orphan = "results/00000000-0000-0000-0000-000000000002.npy"
+    for name in (orphaned_fmu, orphaned_result, recent_orphan):
+        default_storage.save(name, ContentFile(b"left behind"))
+    for name in (model.storage_name, kept_result.result_name, orphaned_fmu, orphaned_result):
+        backdate(name, hours=3)
+
+    assert services.storage_orphans_delete() == 2
+
+    assert not default_storage.exists(orphaned_fmu)
+    assert not default_storage.exists(orphaned_result)
+    assert default_storage.exists(recent_orphan)  # may be a run being recorded right now
+    assert default_storage.exists(model.storage_name)
+    assert default_storage.exists(kept_result.result_name)
+    assert services.storage_orphans_delete() == 0
+
+
+def test_with_storage_down_the_orphan_sweep_stops_and_deletes_nothing(monkeypatch):
+    def storage_down(**_kwargs):
+        raise storage.StorageUnavailable("down")
+        yield  # pragma: no cover - a generator, as the real one
+
+    monkeypatch.setattr(services, "stored_files_older_than", storage_down)
+
+    assert services.storage_orphans_delete() == 0
+
+
+def test_an_fmu_uploaded_again_during_the_sweep_is_not_deleted(fmu_paths, monkeypatch):
+    owner = UserFactory()
+    model = uploaded_model(owner, fmu_paths["bouncing_ball"])
+    backdate(model.storage_name, hours=3)
+    # The listing saw no row for it (as if the sweep ran before the upload committed).
+    monkeypatch.setattr(services, "_referenced_fmus", lambda names: set())
+
+    services.storage_orphans_delete()
+
+    assert default_storage.exists(model.storage_name)
