@@ -844,32 +844,39 @@ def _read_assigned_run(request_fd: int) -> tuple[RunRequest, PreparedModel | Non
     return RunRequest.from_command(command), PreparedModel(prepared_dir) if prepared_dir else None
 
 
+@dataclass(frozen=True)
+class RunSetup:
+    """What a forked run's processes get from the server: how to isolate the run, and
+    the run itself unless they are a spare, which learns it later."""
+
+    mode: str
+    library_dirs: list[str]
+    request: RunRequest | None = None
+    prepared: PreparedModel | None = None
+    spare_root: str | None = None  # an empty host dir a spare builds its root on
+
+
 def _prepare_model_process(
-    request: RunRequest | None,
-    mode: str,
-    library_dirs: list[str],
-    prepared: PreparedModel | None,
-    fds: dict[str, int],
-    spare_root: str | None,
-) -> tuple[RunRequest, PreparedModel | None, dict[str, Any], int]:
+    setup: RunSetup, fds: dict[str, int]
+) -> tuple[PreparedModel | None, dict[str, Any], int]:
     """The trusted part of the model process: sandbox itself, read the parameters.
-    A spare (request None) does what is the same for every run first, then waits for
-    its run. Returns the run, its prepared model, its parameters and the progress
-    descriptor."""
+    A spare does what is the same for every run first, then waits for its run.
+    Returns the run's prepared model, its parameters and the progress descriptor."""
+    request, prepared, mode = setup.request, setup.prepared, setup.mode
     os.setsid()  # own process group: the model cannot signal the server's group
     os.umask(0o022)
     namespaces = mode in (ISOLATION_NAMESPACES, ISOLATION_USER_NAMESPACES)
     in_user_namespace = mode == ISOLATION_USER_NAMESPACES
     if request is None:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # while it waits, as root
-        assert spare_root is not None
-        root = spare_root
-        _build_private_root(root, library_dirs, in_user_namespace=in_user_namespace)
+        assert setup.spare_root is not None
+        root = setup.spare_root
+        _build_private_root(root, setup.library_dirs, in_user_namespace=in_user_namespace)
         request, prepared = _read_assigned_run(fds.pop("request_r"))
     else:
         root = request.root_dir
         if namespaces:
-            _build_private_root(root, library_dirs, in_user_namespace=in_user_namespace)
+            _build_private_root(root, setup.library_dirs, in_user_namespace=in_user_namespace)
     log_fd = os.open(
         os.path.join(request.run_dir, LOG_FILE),
         os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW,
@@ -917,21 +924,12 @@ def _prepare_model_process(
             raise
     os.environ.clear()
     os.close(lifeline_fd)
-    return request, prepared, params, progress_fd
+    return prepared, params, progress_fd
 
 
-def _run_model_process(
-    request: RunRequest | None,
-    mode: str,
-    library_dirs: list[str],
-    prepared: PreparedModel | None,
-    fds: dict[str, int],
-    spare_root: str | None,
-) -> NoReturn:
+def _run_model_process(setup: RunSetup, fds: dict[str, int]) -> NoReturn:
     try:
-        request, prepared, params, progress_fd = _prepare_model_process(
-            request, mode, library_dirs, prepared, fds, spare_root
-        )
+        prepared, params, progress_fd = _prepare_model_process(setup, fds)
         os.write(fds["setup_w"], b"ok")
         os.close(fds["setup_w"])
     except BaseException as error:
@@ -1139,18 +1137,11 @@ def _kill_every_process_of(uid: int, gid: int) -> None:
     os.waitpid(pid, 0)
 
 
-def _run_monitor(
-    request: RunRequest | None,
-    mode: str,
-    library_dirs: list[str],
-    prepared: PreparedModel | None,
-    fds: dict[str, int],
-    server_pid: int,
-    spare_root: str | None = None,
-) -> NoReturn:
+def _run_monitor(setup: RunSetup, fds: dict[str, int], server_pid: int) -> NoReturn:
     """Create the run's namespaces, fork the model process into them, wait for it and
-    report its exit status and resource usage to the server. For a spare (request
-    None, namespace modes only) the model process learns its run later."""
+    report its exit status and resource usage to the server. For a spare (no request,
+    namespace modes only) the model process learns its run later."""
+    request, mode = setup.request, setup.mode
     try:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != server_pid:
@@ -1176,7 +1167,7 @@ def _run_monitor(
             os.close(fds["status_w"])
             os.close(fds["setup_r"])
             os.close(fds["lifeline_w"])
-            _run_model_process(request, mode, library_dirs, prepared, fds, spare_root)
+            _run_model_process(setup, fds)
         for name in ("progress_w", "setup_w", "lifeline_r", "request_r"):
             if name in fds:
                 os.close(fds[name])
@@ -1425,15 +1416,14 @@ class SandboxServer:
             request_w = fds.pop("request_w", None)
             if request_w is not None:
                 os.close(request_w)
-            _run_monitor(
-                request,
-                self.mode,
-                self.library_dirs,
-                prepared,
-                fds,
-                os.getppid(),
-                spare_root=self.spare_root,
+            setup = RunSetup(
+                mode=self.mode,
+                library_dirs=self.library_dirs,
+                request=request,
+                prepared=prepared,
+                spare_root=self.spare_root if request is None else None,
             )
+            _run_monitor(setup, fds, os.getppid())
         for name in ("status_w", "progress_w", "setup_r", "setup_w", "lifeline_r", "lifeline_w"):
             os.close(fds[name])
         if "request_r" in fds:
