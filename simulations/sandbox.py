@@ -139,6 +139,8 @@ MAX_COMMAND_LINE_BYTES = 1 << 20
 MODEL_CACHE_ENTRIES = 8
 MODEL_CACHE_MAX_DESCRIPTION_BYTES = 4 << 20
 MODEL_CACHE_MAX_UNCOMPRESSED_BYTES = 512 << 20
+# Disk per server: the least recently run models go first beyond this.
+MODEL_CACHE_MAX_TOTAL_BYTES = 1 << 30
 MODEL_KEY_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 # Namespace flags (linux/sched.h).
@@ -445,6 +447,14 @@ class PreparedModel:
     DESCRIPTION = "description.pickle"
 
 
+def _bytes_under(directory: str) -> int:
+    return sum(
+        os.lstat(os.path.join(parent, name)).st_size
+        for parent, _directories, names in os.walk(directory)
+        for name in names
+    )
+
+
 def _sha256_of_file(path: str) -> str:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(fd, "rb") as stream:
@@ -510,6 +520,7 @@ class ModelCache:
 
     def __init__(self, root: str | None) -> None:
         self.entries: OrderedDict[str, PreparedModel] = OrderedDict()
+        self.sizes: dict[str, int] = {}
         self.directory: str | None = None
         self._lock_fd = -1
         if root:
@@ -558,10 +569,16 @@ class ModelCache:
         prepared = self._prepare_in_child(key, fmu_path)
         if prepared is None:
             return None, "unprepared"
-        while len(self.entries) >= MODEL_CACHE_ENTRIES:
-            _, evicted = self.entries.popitem(last=False)
+        size = _bytes_under(prepared.directory)
+        while self.entries and (
+            len(self.entries) >= MODEL_CACHE_ENTRIES
+            or sum(self.sizes.values()) + size > MODEL_CACHE_MAX_TOTAL_BYTES
+        ):
+            evicted_key, evicted = self.entries.popitem(last=False)
+            del self.sizes[evicted_key]
             shutil.rmtree(evicted.directory, ignore_errors=True)
         self.entries[key] = prepared
+        self.sizes[key] = size
         return prepared, "miss"
 
     def _prepare_in_child(self, key: str, fmu_path: str) -> PreparedModel | None:

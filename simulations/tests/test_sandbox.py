@@ -281,6 +281,30 @@ def test_a_run_finds_nothing_of_the_models_run_before_it_in_its_memory(fmu_paths
     assert outcomes[1].model_cache == "hit"
 
 
+@pytest.mark.parametrize("limit", ["entries", "bytes"])
+def test_the_model_cache_drops_the_least_recently_run_model_beyond_its_limits(
+    fmu_paths, tmp_path, monkeypatch, limit
+):
+    from simulations import sandbox
+
+    cache = sandbox.ModelCache(str(tmp_path / "models"))
+    first, second = fmu_paths["bouncing_ball"], fmu_paths["bouncing_ball3"]
+    prepared, state = cache.get(sha256_of(first), str(first))
+    assert state == "miss"
+    if limit == "entries":
+        monkeypatch.setattr(sandbox, "MODEL_CACHE_ENTRIES", 1)
+    else:  # room for the first model only
+        monkeypatch.setattr(sandbox, "MODEL_CACHE_MAX_TOTAL_BYTES", cache.sizes[sha256_of(first)])
+
+    assert cache.get(sha256_of(second), str(second))[1] == "miss"
+
+    assert list(cache.entries) == [sha256_of(second)]
+    assert not Path(prepared.directory).exists()
+    assert cache.get(sha256_of(first), str(first))[1] == "miss"
+    cache.close()
+    assert list((tmp_path / "models").iterdir()) == []
+
+
 def test_an_fmu_the_server_cannot_prepare_is_reported_by_the_run_as_before(tmp_path):
     not_an_fmu = tmp_path / "broken.fmu"
     not_an_fmu.write_bytes(b"PK\x03\x04 but not really a zip")
