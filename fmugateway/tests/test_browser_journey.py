@@ -211,6 +211,13 @@ def test_signup_key_upload_run_plot_and_csv_download(
     rows = list(csv.reader(io.StringIO(Path(download.path()).read_text())))
     assert rows[0] == ["time", "h", "v"]
     assert len(rows) > 10 and float(rows[-1][0]) == pytest.approx(3.0)
+    # The page's preview shows the numbers the CSV has, to the same 15 digits.
+    preview = page.locator("#preview tbody tr").evaluate_all(
+        "rows => rows.map(row => [...row.cells].map(cell => cell.textContent))"
+    )
+    assert preview
+    for shown, downloaded in zip(preview, rows[1:], strict=False):
+        assert [float(value) for value in shown] == [float(value) for value in downloaded]
 
     assert journey.third_party_requests() == []
     assert journey.failures() == []

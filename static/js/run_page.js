@@ -259,6 +259,13 @@
     renderPreview(shown);
   }
 
+  // As the CSV download writes numbers: 15 significant digits, no binary noise.
+  function formatValue(value) {
+    if (value === null) return "";
+    if (typeof value === "number") return String(Number(value.toPrecision(15)));
+    return String(value);
+  }
+
   function renderPreview(shown) {
     const names = ["time", ...shown];
     const head = document.createElement("tr");
@@ -276,8 +283,7 @@
       const line = document.createElement("tr");
       names.forEach((name) => {
         const cell = document.createElement("td");
-        const value = result.series[name][row];
-        cell.textContent = value === null ? "" : String(value);
+        cell.textContent = formatValue(result.series[name][row]);
         line.append(cell);
       });
       body.append(line);
