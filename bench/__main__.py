@@ -9,13 +9,16 @@ Prints, for a small FMU (the bouncing ball test model, 0..3 s):
   machine (load generator, web, database, broker and workers on the same cores);
 - the same with one forked process per run and no sandbox (the ceiling of a design
   that gives each run its own process), and the CLI;
-- where the CPU goes per run in the gateway.
+- where the CPU goes per run in the gateway;
+- the worker pool against bare fmpy again for longer runs of the same FMU (0..100 s),
+  to show how the ratio depends on how long a run simulates.
 Targets (issue 4): end-to-end <= 1.3x in-process + 50 ms and below the CLI time;
 throughput >= 0.7x bare.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import tempfile
@@ -36,6 +39,8 @@ THROUGHPUT_RUNS = 120
 THROUGHPUT_CLIENTS = 8
 BASELINE_RUNS = 200
 CLI_RUNS = 10
+LONG_STOP_TIME = 100.0
+LONG_RUNS = 40
 
 
 def ensure_database(url: str) -> None:
@@ -73,9 +78,9 @@ class Gateway:
         response.raise_for_status()
         self.model_id = response.json()["id"]
 
-    def submit(self, session=None) -> str:
+    def submit(self, session=None, **request) -> str:
         response = (session or self.session).post(
-            f"{self.url}/api/v1/simulations", json={"model": self.model_id}
+            f"{self.url}/api/v1/simulations", json={"model": self.model_id, **request}
         )
         if response.status_code != 202:
             raise RuntimeError(f"bench run refused: {response.status_code} {response.text}")
@@ -117,13 +122,15 @@ def api_throughput(gateway: Gateway, cpu: CpuWindow) -> float:
     return rate
 
 
-def worker_pool_throughput(gateway: Gateway, cpu: CpuWindow) -> float:
+def worker_pool_throughput(
+    gateway: Gateway, cpu: CpuWindow, runs: int = THROUGHPUT_RUNS, **request
+) -> float:
     """Runs/s of the 2 workers draining runs queued beforehand through the API."""
     from fmugateway.celery import app as celery_app
     from simulations.models import Simulation, SimulationStatus
 
     celery_app.control.cancel_consumer("celery", reply=True)
-    run_ids = [gateway.submit() for _ in range(THROUGHPUT_RUNS)]
+    run_ids = [gateway.submit(**request) for _ in range(runs)]
     unfinished = Simulation.objects.filter(
         pk__in=run_ids, status__in=[SimulationStatus.QUEUED, SimulationStatus.RUNNING]
     )
@@ -132,7 +139,7 @@ def worker_pool_throughput(gateway: Gateway, cpu: CpuWindow) -> float:
     celery_app.control.add_consumer("celery", reply=True)
     while unfinished.exists():
         time.sleep(0.05)
-    rate = THROUGHPUT_RUNS / (time.perf_counter() - started)
+    rate = runs / (time.perf_counter() - started)
     cpu.stop()
     failed = Simulation.objects.filter(pk__in=run_ids).exclude(status=SimulationStatus.SUCCEEDED)
     if failed.exists():
@@ -194,6 +201,9 @@ def main() -> int:
         end_to_end = median_seconds(gateway.run_and_wait, REPEATS_END_TO_END)
         api_rate = api_throughput(gateway, api_cpu)
         pool_rate = worker_pool_throughput(gateway, pool_cpu)
+        long_pool_rate = worker_pool_throughput(
+            gateway, CpuWindow(), LONG_RUNS, stop_time=LONG_STOP_TIME
+        )
     finally:
         worker.stop()
         server.stop()
@@ -201,6 +211,9 @@ def main() -> int:
     bare_rate = baselines.rate_in_two_processes(baselines.simulate_in_process, fmu, BASELINE_RUNS)
     forked_rate = baselines.forked_rate_in_two_processes(fmu, BASELINE_RUNS)
     cli_rate = baselines.rate_in_two_processes(baselines.simulate_with_cli, fmu, CLI_RUNS)
+    long_in_process = functools.partial(baselines.simulate_in_process, stop_time=LONG_STOP_TIME)
+    long_run = median_seconds(lambda: long_in_process(fmu), 5)
+    long_bare_rate = baselines.rate_in_two_processes(long_in_process, fmu, LONG_RUNS)
 
     budget = 1.3 * in_process + 0.050
     met = end_to_end <= budget and end_to_end < cli
@@ -228,6 +241,10 @@ def main() -> int:
         print(f"    {label:38s} {rate:7.1f}   {rate / bare_rate:4.2f}  target >= 0.70: {verdict}")
     cli_ratio = cli_rate / bare_rate
     print(f"    fmpy CLI, a process per run            {cli_rate:7.1f}   {cli_ratio:4.2f}")
+    print(f"  longer runs (0..{LONG_STOP_TIME:g} s, {long_run * 1000:.0f} ms in-process), runs/s:")
+    print(f"    bare fmpy, in-process                  {long_bare_rate:7.1f}   1.00")
+    long_ratio = long_pool_rate / long_bare_rate
+    print(f"    gateway, worker pool draining a queue  {long_pool_rate:7.1f}   {long_ratio:4.2f}")
     print(f"  CPU per run, worker pool draining {THROUGHPUT_RUNS} queued runs:")
     print("\n".join(pool_cpu.report_lines(THROUGHPUT_RUNS)))
     print(f"  CPU per run, {THROUGHPUT_CLIENTS} clients through the API:")
