@@ -10,8 +10,8 @@ Prints, for a small FMU (the bouncing ball test model, 0..3 s):
 - the same with one forked process per run and no sandbox (the ceiling of a design
   that gives each run its own process), and the CLI;
 - where the CPU goes per run in the gateway;
-- the worker pool against bare fmpy again for longer runs of the same FMU (0..100 s),
-  to show how the ratio depends on how long a run simulates.
+- the worker pool against bare fmpy again for longer runs of the same FMU (0..100 s,
+  10,001 rows), to show how the ratio depends on how long a run simulates.
 Targets (issue 4): end-to-end <= 1.3x in-process + 50 ms and below the CLI time;
 throughput >= 0.7x bare.
 """
@@ -39,7 +39,7 @@ THROUGHPUT_RUNS = 120
 THROUGHPUT_CLIENTS = 8
 BASELINE_RUNS = 200
 CLI_RUNS = 10
-LONG_STOP_TIME = 100.0
+LONG_RUN = {"stop_time": 100.0, "output_interval": 0.01}
 LONG_RUNS = 40
 
 
@@ -201,9 +201,7 @@ def main() -> int:
         end_to_end = median_seconds(gateway.run_and_wait, REPEATS_END_TO_END)
         api_rate = api_throughput(gateway, api_cpu)
         pool_rate = worker_pool_throughput(gateway, pool_cpu)
-        long_pool_rate = worker_pool_throughput(
-            gateway, CpuWindow(), LONG_RUNS, stop_time=LONG_STOP_TIME
-        )
+        long_pool_rate = worker_pool_throughput(gateway, CpuWindow(), LONG_RUNS, **LONG_RUN)
     finally:
         worker.stop()
         server.stop()
@@ -211,7 +209,7 @@ def main() -> int:
     bare_rate = baselines.rate_in_two_processes(baselines.simulate_in_process, fmu, BASELINE_RUNS)
     forked_rate = baselines.forked_rate_in_two_processes(fmu, BASELINE_RUNS)
     cli_rate = baselines.rate_in_two_processes(baselines.simulate_with_cli, fmu, CLI_RUNS)
-    long_in_process = functools.partial(baselines.simulate_in_process, stop_time=LONG_STOP_TIME)
+    long_in_process = functools.partial(baselines.simulate_in_process, **LONG_RUN)
     long_run = median_seconds(lambda: long_in_process(fmu), 5)
     long_bare_rate = baselines.rate_in_two_processes(long_in_process, fmu, LONG_RUNS)
 
@@ -241,7 +239,7 @@ def main() -> int:
         print(f"    {label:38s} {rate:7.1f}   {rate / bare_rate:4.2f}  target >= 0.70: {verdict}")
     cli_ratio = cli_rate / bare_rate
     print(f"    fmpy CLI, a process per run            {cli_rate:7.1f}   {cli_ratio:4.2f}")
-    print(f"  longer runs (0..{LONG_STOP_TIME:g} s, {long_run * 1000:.0f} ms in-process), runs/s:")
+    print(f"  longer runs (0..100 s, 10,001 rows, {long_run * 1000:.0f} ms in-process), runs/s:")
     print(f"    bare fmpy, in-process                  {long_bare_rate:7.1f}   1.00")
     long_ratio = long_pool_rate / long_bare_rate
     print(f"    gateway, worker pool draining a queue  {long_pool_rate:7.1f}   {long_ratio:4.2f}")

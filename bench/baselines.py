@@ -13,10 +13,10 @@ from pathlib import Path
 FMPY_CLI = str(Path(sys.executable).parent / "fmpy")
 
 
-def simulate_in_process(fmu: str, stop_time: float | None = None) -> None:
+def simulate_in_process(fmu: str, **arguments) -> None:
     import fmpy
 
-    fmpy.simulate_fmu(fmu, stop_time=stop_time)
+    fmpy.simulate_fmu(fmu, **arguments)
 
 
 def simulate_with_cli(fmu: str) -> None:
