@@ -134,8 +134,7 @@ PROGRESS_RELAY_INTERVAL = 0.2
 KILL_GRACE_SECONDS = 2.0
 MAX_COMMAND_LINE_BYTES = 1 << 20
 # Extracted FMUs (and their parsed modelDescription.xml) each server keeps for the
-# next run of the same file. Larger descriptions are parsed per run: their objects
-# would make every fork of the server slower.
+# next run of the same file (ModelCache). Larger FMUs are extracted by their run.
 MODEL_CACHE_ENTRIES = 8
 MODEL_CACHE_MAX_DESCRIPTION_BYTES = 4 << 20
 MODEL_CACHE_MAX_UNCOMPRESSED_BYTES = 512 << 20
@@ -1387,15 +1386,14 @@ class SandboxServer:
         )
         started_at = time.monotonic()
         try:
-            if self.spare_root is not None:
-                processes = self.take_spare()
-                assignment = {**command, "prepared_dir": prepared.directory if prepared else None}
-                _write_line(processes.request_fd, assignment)  # small: fits the empty pipe
-                os.close(processes.request_fd)
-            else:
+            if self.spare_root is None:
                 processes = self.fork_run_processes(request, prepared)
+            else:
+                processes = self.take_spare()
+                self.assign(processes, {**command, "prepared_dir": prepared and prepared.directory})
         except OSError as error:
-            self.send({"event": "error", "run_id": run_id, "message": f"fork failed: {error}"})
+            message = f"the run's processes could not start: {error}"
+            self.send({"event": "error", "run_id": run_id, "message": message})
             return
         self.run = ActiveRun(
             request=request,
@@ -1414,8 +1412,7 @@ class SandboxServer:
     ) -> RunProcesses:
         """Fork a run's monitor (which forks its model process); with request None, a
         spare that waits for its run on the returned request pipe."""
-        pipes = {"status": os.pipe(), "progress": os.pipe(), "setup": os.pipe()}
-        pipes["lifeline"] = os.pipe()
+        pipes = {name: os.pipe() for name in ("status", "progress", "setup", "lifeline")}
         if request is None:
             pipes["request"] = os.pipe()
         fds = {
@@ -1464,8 +1461,18 @@ class SandboxServer:
                 ended = spare.monitor_pid
             if not ended:
                 return spare
-            spare.close()
+            spare.close()  # reaped just now
         return self.fork_run_processes(None)
+
+    def assign(self, spare: RunProcesses, assignment: dict[str, Any]) -> None:
+        """Hand a spare its run; a spare that cannot take it is ended."""
+        try:
+            _write_line(spare.request_fd, assignment)  # small: fits the empty pipe
+        except OSError:
+            self.end_processes(spare)
+            raise
+        os.close(spare.request_fd)
+        spare.request_fd = -1
 
     def prepare_spare(self) -> None:
         """Fork the next run's processes ahead, so that a run does not wait for its
@@ -1480,10 +1487,15 @@ class SandboxServer:
     def discard_spare(self) -> None:
         spare, self.spare = self.spare, None
         if spare is not None:
-            spare.close()  # the waiting model process reads EOF and exits
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(spare.monitor_pid, signal.SIGKILL)
-            self.exiting_monitors.append(spare.monitor_pid)
+            self.end_processes(spare)
+
+    def end_processes(self, processes: RunProcesses) -> None:
+        """End processes no run uses: a waiting model process reads EOF and exits; its
+        monitor is killed and reaped later."""
+        processes.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(processes.monitor_pid, signal.SIGKILL)
+        self.exiting_monitors.append(processes.monitor_pid)
 
     def read_status(self) -> None:
         run = self.run
