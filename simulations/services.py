@@ -167,12 +167,14 @@ def stored_fmu_release(*, sha256: str, storage_name: str) -> bool:
     return True
 
 
-def stored_result_release(*, storage_name: str) -> None:
+def stored_result_release(*, storage_name: str) -> bool:
     """Delete the result of a deleted run; best effort, like stored_fmu_release."""
     try:
         delete_stored_file(name=storage_name)
     except StorageUnavailable:
         logger.warning("result %s was left in storage: storage unavailable", storage_name)
+        return False
+    return True
 
 
 # --- creating runs -----------------------------------------------------------------------
@@ -574,28 +576,29 @@ def models_expire(*, now: datetime | None = None) -> int:
 
 # A stored file younger than this may belong to an upload or a run still being recorded.
 ORPHAN_GRACE = timedelta(hours=1)
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 
 def storage_orphans_delete(*, now: datetime | None = None) -> int:
     """Delete stored FMUs and results that no row points at; returns how many.
 
     They are left behind when storage was down at the moment their last row went (the
-    delete is then only logged). An FMU is deleted under the same lock as uploads
-    take, after checking again that no row uses it.
+    delete is then only logged). Deleted as rows release them: an FMU under the same
+    lock as uploads take, after checking again that no row uses it.
     """
     cutoff = (now or timezone.now()) - ORPHAN_GRACE
     deleted = 0
     try:
         for prefix, referenced, release in (
             ("fmus/", _referenced_fmus, _release_orphaned_fmu),
-            ("results/", _referenced_results, delete_stored_file),
+            ("results/", _referenced_results, stored_result_release),
         ):
             names = stored_files_older_than(prefix=prefix, cutoff=cutoff)
             while batch := list(itertools.islice(names, RETENTION_BATCH_SIZE)):
                 for name in set(batch) - referenced(batch):
-                    release(name=name)
-                    logger.info("deleted %s: no row pointed at it", name)
-                    deleted += 1
+                    if release(storage_name=name):
+                        logger.info("deleted %s: no row pointed at it", name)
+                        deleted += 1
     except StorageUnavailable:
         pass  # storage is down: the next pass finds what is left
     return deleted
@@ -611,13 +614,13 @@ def _referenced_results(names: list[str]) -> set[str]:
     )
 
 
-def _release_orphaned_fmu(*, name: str) -> None:
-    sha256 = Path(name).stem
-    with transaction.atomic():
-        if re.fullmatch(r"[0-9a-f]{64}", sha256):
-            _lock_stored_fmu(sha256)
-        if not storage_object_in_use(storage_name=name):
-            delete_stored_file(name=name)
+def _release_orphaned_fmu(*, storage_name: str) -> bool:
+    sha256 = Path(storage_name).stem
+    if not SHA256_PATTERN.fullmatch(sha256) or fmu_storage_name(sha256) != storage_name:
+        # Not a name an upload writes, so no upload can be racing for it.
+        delete_stored_file(name=storage_name)
+        return True
+    return stored_fmu_release(sha256=sha256, storage_name=storage_name)
 
 
 def storage_retention_apply(*, now: datetime | None = None) -> dict[str, int]:
