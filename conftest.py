@@ -13,8 +13,8 @@ from fmugateway.tests.live_server import (
 
 @pytest.fixture(scope="session")
 def fmu_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Every test FMU (see simulations/tests/fmus/build.py), compiled once per test session."""
-    from simulations.tests.fmus.build import build_all
+    """Every test FMU (see fmuengine/tests/fmus/build.py), compiled once per test session."""
+    from fmuengine.tests.fmus.build import build_all
 
     return build_all(tmp_path_factory.mktemp("fmus"))
 

@@ -166,7 +166,7 @@ def main() -> int:
 
     from accounts.services import api_key_create, user_create
     from fmugateway.tests.live_server import server_environment, start_celery_worker, start_gunicorn
-    from simulations.tests.fmus.build import build_fmu
+    from fmuengine.tests.fmus.build import build_fmu
 
     call_command("migrate", verbosity=0)
     call_command("createcachetable", verbosity=0)

@@ -48,7 +48,7 @@ def _machine_busy_seconds() -> float:
 
 
 COMPONENTS = (
-    ("sandbox (fork server, runs)", "simulations.sandbox"),
+    ("sandbox (fork server, runs)", "fmuengine.sandbox"),
     ("web (gunicorn)", "gunicorn"),
     ("worker (celery)", "celery"),
     ("postgres", "postgres"),

@@ -24,7 +24,7 @@ from rest_framework.views import APIView
 
 from fmugateway.openapi import EXAMPLE_UUID, PAGINATION_PARAMETERS, errors, paginated
 from simulations import results, selectors, services
-from simulations.fmu import CAUSALITIES
+from fmuengine.inspection import CAUSALITIES
 from simulations.models import Model, Simulation, SimulationStatus
 
 

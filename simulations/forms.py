@@ -11,7 +11,7 @@ import math
 
 from django import forms
 
-from simulations.fmu import FMUSummary, output_variable_names, settable_variable_names
+from fmuengine.inspection import FMUSummary, output_variable_names, settable_variable_names
 from simulations.models import Model
 
 # Above this many settable variables a field each would make a page (and a POST) too large to

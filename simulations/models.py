@@ -28,7 +28,7 @@ class Model(models.Model):
     runnable_fmi_types = models.JSONField(default=list)
     platforms = models.JSONField(default=list)
     default_experiment = models.JSONField(default=dict)
-    # FMUSummary.to_json(): variables, model identifiers, states; see simulations.fmu.
+    # FMUSummary.to_json(): variables, model identifiers, states; see fmuengine.inspection.
     summary = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)

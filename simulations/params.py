@@ -12,7 +12,7 @@ from itertools import pairwise
 from django.conf import settings
 
 from fmugateway.problems import DomainError
-from simulations.fmu import FMUSummary, settable_variable_names
+from fmuengine.inspection import FMUSummary, settable_variable_names
 from simulations.models import Model
 
 

@@ -28,8 +28,8 @@ from billing.services import (
     run_payment_request,
 )
 from fmugateway.problems import DomainError
-from simulations import runner
-from simulations.fmu import FMULimits, InvalidFMU, inspect_fmu
+from fmuengine import runner
+from fmuengine.inspection import FMULimits, InvalidFMU, inspect_fmu
 from simulations.models import FINISHED_STATUSES, Model, Simulation, SimulationStatus
 from simulations.notifications import publish_simulation_finished
 from simulations.params import simulation_params

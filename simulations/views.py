@@ -17,7 +17,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from fmugateway.problems import DomainError
 from simulations import selectors, services
-from simulations.fmu import CAUSALITIES, FMUSummary, output_variable_names
+from fmuengine.inspection import CAUSALITIES, FMUSummary, output_variable_names
 from simulations.forms import ModelUploadForm, SimulationRunForm
 from simulations.models import FINISHED_STATUSES, Model, Simulation, SimulationStatus
 from simulations.params import InvalidSimulationRequest

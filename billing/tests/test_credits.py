@@ -8,7 +8,7 @@ from django.urls import reverse
 from billing.models import LedgerEntry, LedgerKind, Payment
 from billing.selectors import credit_balance
 from billing.tests.factories import CreditPackFactory, LedgerEntryFactory, PaymentFactory
-from simulations import runner
+from fmuengine import runner
 from simulations import services as simulation_services
 from simulations.models import Simulation, SimulationStatus
 

@@ -1,4 +1,4 @@
-"""Pins what simulations.fmu accepts and refuses: FMUs are built here as small ZIPs by hand."""
+"""Pins what fmuengine.inspection accepts and refuses: FMUs are built here as small ZIPs by hand."""
 
 import json
 import stat
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from simulations.fmu import (
+from fmuengine.inspection import (
     FMULimits,
     InvalidFMU,
     VariableInfo,

@@ -21,10 +21,10 @@ import numpy as np
 import psutil
 import pytest
 
-from simulations import runner
-from simulations.runner import SandboxLimits, SandboxOutcome, isolation_level, run_simulation
-from simulations.sandbox import python_library_dirs
-from simulations.tests.fmus.build import TEST_MODELS
+from fmuengine import runner
+from fmuengine.runner import SandboxLimits, SandboxOutcome, isolation_level, run_simulation
+from fmuengine.sandbox.server import python_library_dirs
+from fmuengine.tests.fmus.build import TEST_MODELS
 
 LIMITS = SandboxLimits(
     cpu_seconds=20,
@@ -285,7 +285,7 @@ def test_a_run_finds_nothing_of_the_models_run_before_it_in_its_memory(fmu_paths
 def test_the_model_cache_drops_the_least_recently_run_model_beyond_its_limits(
     fmu_paths, tmp_path, monkeypatch, limit
 ):
-    from simulations import sandbox
+    from fmuengine.sandbox import server as sandbox
 
     cache = sandbox.ModelCache(str(tmp_path / "models"))
     first, second = fmu_paths["bouncing_ball"], fmu_paths["bouncing_ball3"]
@@ -600,7 +600,7 @@ def test_a_dead_sandbox_server_is_a_platform_error_and_is_replaced(fmu_paths):
         if not killed:
             for child in psutil.Process().children():
                 with contextlib.suppress(psutil.Error):
-                    if "simulations.sandbox" not in " ".join(child.cmdline()):
+                    if "fmuengine.sandbox" not in " ".join(child.cmdline()):
                         continue
                     if any(
                         first <= process.uids().real < first + runner.DEFAULT_SLOT_COUNT

@@ -1,7 +1,7 @@
 """The sandbox that runs untrusted FMUs: a long-lived fork server, one forked child per run.
 
 `runner.py` starts this module once per worker process (`python -m
-simulations.sandbox <model cache dir>`) with an empty environment, in its own session, and talks
+fmuengine.sandbox <model cache dir>`) with an empty environment, in its own session, and talks
 to it over stdin/stdout, one JSON object per line. The server imports numpy and
 fmpy once (a fresh interpreter that imports fmpy costs ~100 ms, a small model
 simulates in a few ms), then serves one run at a time:
@@ -468,7 +468,7 @@ def _prepare_model(fmu_path: str, target: str) -> None:
 
     from fmpy.model_description import read_model_description
 
-    from simulations.fmu import FMULimits, inspect_fmu
+    from fmuengine.inspection import FMULimits, inspect_fmu
 
     limits = FMULimits(
         max_model_description_bytes=MODEL_CACHE_MAX_DESCRIPTION_BYTES,

@@ -17,7 +17,7 @@ import fmpy
 import numpy as np
 import pytest
 
-from simulations.tests.fmus.build import TEST_MODELS
+from fmuengine.tests.fmus.build import TEST_MODELS
 
 GRAVITY = 9.81
 

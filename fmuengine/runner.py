@@ -1,7 +1,7 @@
 """Run one simulation in the sandbox and judge how it ended (called by the Celery worker).
 
 Each worker process keeps its own long-lived sandbox server (`python -m
-simulations.sandbox`, see that module for the isolation it sets up), started on
+fmuengine.sandbox`, see that module for the isolation it sets up), started on
 first use with an empty environment in a new session, and reuses it for every
 run; a thread that finds it busy starts another. A run:
 
@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from simulations.sandbox import (
+from fmuengine.sandbox.server import (
     ERROR_FILE,
     LOG_FILE,
     MODEL_FILE,
@@ -177,12 +177,12 @@ class SandboxUnavailable(Exception):
 
 
 class SandboxServerProcess:
-    """One `python -m simulations.sandbox` child of this process and its JSON-line pipes."""
+    """One `python -m fmuengine.sandbox` child of this process and its JSON-line pipes."""
 
     def __init__(self, python_executable: str, model_cache_root: Path) -> None:
         try:
             self.process = subprocess.Popen(
-                [python_executable, "-s", "-m", "simulations.sandbox", str(model_cache_root)],
+                [python_executable, "-s", "-m", "fmuengine.sandbox", str(model_cache_root)],
                 cwd=PROJECT_ROOT,
                 env={},  # no secret of the worker reaches the sandbox
                 stdin=subprocess.PIPE,

@@ -1,0 +1,1 @@
+"""The simulation engine: FMU inspection, the runner and the sandbox. No Django here."""

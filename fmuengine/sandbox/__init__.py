@@ -1,0 +1,1 @@
+"""The sandbox that runs untrusted FMUs; see server.py."""

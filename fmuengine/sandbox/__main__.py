@@ -1,0 +1,5 @@
+"""`python -m fmuengine.sandbox`: the sandbox server (see server.py)."""
+
+from fmuengine.sandbox.server import main
+
+main()
