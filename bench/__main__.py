@@ -165,8 +165,8 @@ def main() -> int:
     from django.core.management import call_command
 
     from accounts.services import api_key_create, user_create
-    from fmugateway.tests.live_server import server_environment, start_celery_worker, start_gunicorn
     from fmuengine.tests.fmus.build import build_fmu
+    from fmugateway.tests.live_server import server_environment, start_celery_worker, start_gunicorn
 
     call_command("migrate", verbosity=0)
     call_command("createcachetable", verbosity=0)

@@ -22,9 +22,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from fmuengine.inspection import CAUSALITIES
 from fmugateway.openapi import EXAMPLE_UUID, PAGINATION_PARAMETERS, errors, paginated
 from simulations import results, selectors, services
-from fmuengine.inspection import CAUSALITIES
 from simulations.models import Model, Simulation, SimulationStatus
 
 

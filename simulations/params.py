@@ -11,8 +11,8 @@ from itertools import pairwise
 
 from django.conf import settings
 
-from fmugateway.problems import DomainError
 from fmuengine.inspection import FMUSummary, settable_variable_names
+from fmugateway.problems import DomainError
 from simulations.models import Model
 
 

@@ -27,9 +27,9 @@ from billing.services import (
     run_charge_link,
     run_payment_request,
 )
-from fmugateway.problems import DomainError
 from fmuengine import runner
 from fmuengine.inspection import FMULimits, InvalidFMU, inspect_fmu
+from fmugateway.problems import DomainError
 from simulations.models import FINISHED_STATUSES, Model, Simulation, SimulationStatus
 from simulations.notifications import publish_simulation_finished
 from simulations.params import simulation_params
