@@ -1,5 +1,5 @@
-"""`python -m fmuengine.sandbox`: the sandbox server (see server.py)."""
+"""`python -m fmuengine.sandbox`: see daemon.py."""
 
-from fmuengine.sandbox.server import main
+from fmuengine.sandbox.daemon import main
 
 main()

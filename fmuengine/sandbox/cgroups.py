@@ -211,6 +211,37 @@ class RunCgroup:
                     f"cannot move pid {pid} into {directory}: {error}"
                 ) from error
 
+    def set_limits(self, limits: CgroupLimits) -> None:
+        """Write the caps; OSError if the kernel refuses. Called at creation and again
+        when a cgroup made ahead for a spare learns its run's limits (moving a process
+        into a cgroup costs 7-23 ms on v1, so the spare is moved while nobody waits)."""
+        if limits.memory_bytes <= 0 or limits.max_processes < 1 or limits.cpus <= 0:
+            raise ValueError(f"bad cgroup limits {limits}")
+        quota = max(1000, round(limits.cpus * CPU_PERIOD_US))
+        memory, pids, cpu = self.dirs["memory"], self.dirs["pids"], self.dirs["cpu"]
+        if self.version == 2:
+            _write(memory / "memory.max", str(limits.memory_bytes))
+            for optional, value in (("memory.swap.max", "0"), ("memory.oom.group", "1")):
+                if (memory / optional).exists():
+                    _write(memory / optional, value)
+            _write(pids / "pids.max", str(limits.max_processes))
+            _write(cpu / "cpu.weight", "100")
+            _write(cpu / "cpu.max", f"{quota} {CPU_PERIOD_US}")
+            return
+        # memsw must stay >= limit at every moment: raise memsw first, lower it last.
+        limit_file = memory / "memory.limit_in_bytes"
+        memsw_file = memory / "memory.memsw.limit_in_bytes"
+        files = [limit_file, *([memsw_file] if memsw_file.exists() else [])]
+        current = _read_int(limit_file) or 0
+        for file in reversed(files) if limits.memory_bytes > current else files:
+            _write(file, str(limits.memory_bytes))
+        with contextlib.suppress(OSError):
+            _write(memory / "memory.swappiness", "0")
+        _write(pids / "pids.max", str(limits.max_processes))
+        _write(cpu / "cpu.shares", "1024")
+        _write(cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+        _write(cpu / "cpu.cfs_quota_us", str(quota))
+
     def usage(self) -> CgroupUsage:
         if self.version == 2:
             directory = self.dirs["memory"]
@@ -298,32 +329,12 @@ class CgroupSupport:
         if limits.memory_bytes <= 0 or limits.max_processes < 1 or limits.cpus <= 0:
             raise ValueError(f"bad cgroup limits {limits}")
         run = self._run(name)
-        quota = max(1000, round(limits.cpus * CPU_PERIOD_US))
         made: list[Path] = []
         try:
             for directory in run.directories:
                 _mkdir(directory)
                 made.append(directory)
-            memory, pids, cpu = run.dirs["memory"], run.dirs["pids"], run.dirs["cpu"]
-            if self.version == 2:
-                _write(memory / "memory.max", str(limits.memory_bytes))
-                for optional, value in (("memory.swap.max", "0"), ("memory.oom.group", "1")):
-                    if (memory / optional).exists():
-                        _write(memory / optional, value)
-                _write(pids / "pids.max", str(limits.max_processes))
-                _write(cpu / "cpu.weight", "100")
-                _write(cpu / "cpu.max", f"{quota} {CPU_PERIOD_US}")
-            else:
-                # memsw must stay >= limit, so the limit goes first (both start unlimited).
-                _write(memory / "memory.limit_in_bytes", str(limits.memory_bytes))
-                if (memory / "memory.memsw.limit_in_bytes").exists():
-                    _write(memory / "memory.memsw.limit_in_bytes", str(limits.memory_bytes))
-                with contextlib.suppress(OSError):
-                    _write(memory / "memory.swappiness", "0")
-                _write(pids / "pids.max", str(limits.max_processes))
-                _write(cpu / "cpu.shares", "1024")
-                _write(cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US))
-                _write(cpu / "cpu.cfs_quota_us", str(quota))
+            run.set_limits(limits)
         except OSError as error:
             for directory in made:
                 with contextlib.suppress(OSError):

@@ -23,7 +23,7 @@ import pytest
 
 from fmuengine import runner
 from fmuengine.runner import SandboxLimits, SandboxOutcome, isolation_level, run_simulation
-from fmuengine.sandbox.server import python_library_dirs
+from fmuengine.sandbox.isolation import python_library_dirs
 from fmuengine.tests.fmus.build import TEST_MODELS
 
 LIMITS = SandboxLimits(
@@ -225,11 +225,13 @@ def test_the_second_run_of_an_fmu_uses_the_servers_extracted_copy(fmu_paths):
 
 @namespaces_only
 def test_a_key_that_is_not_the_files_sha256_is_not_trusted(fmu_paths):
+    """The runner keys the cache by the sha256 it computes while copying the file, not
+    by what its caller says, so a wrong key cannot fetch another model's copy."""
+    load_result(run(fmu_paths["bouncing_ball"]))
     someone_elses_key = sha256_of(fmu_paths["bouncing_ball"])
 
     outcome = run(fmu_paths["bouncing_ball3"], model_key=someone_elses_key)
 
-    assert outcome.model_cache == "unprepared"
     assert_same_result(load_result(outcome), fmpy.simulate_fmu(str(fmu_paths["bouncing_ball3"])))
 
 
@@ -282,27 +284,31 @@ def test_a_run_finds_nothing_of_the_models_run_before_it_in_its_memory(fmu_paths
 
 
 @pytest.mark.parametrize("limit", ["entries", "bytes"])
-def test_the_model_cache_drops_the_least_recently_run_model_beyond_its_limits(
-    fmu_paths, tmp_path, monkeypatch, limit
+def test_the_model_cache_drops_the_least_recently_used_model_beyond_its_limits(
+    tmp_path, monkeypatch, limit
 ):
-    from fmuengine.sandbox import server as sandbox
+    from fmuengine.sandbox import model_cache
 
-    cache = sandbox.ModelCache(str(tmp_path / "models"))
-    first, second = fmu_paths["bouncing_ball"], fmu_paths["bouncing_ball3"]
-    prepared, state = cache.get(sha256_of(first), str(first))
-    assert state == "miss"
+    cache = model_cache.ModelCache(str(tmp_path))
+
+    def prepared(key: str) -> str:
+        target = cache.target(key)
+        os.makedirs(os.path.join(target, "fmu"))
+        Path(target, "description.pickle").write_bytes(b"x" * 1000)
+        return cache.add(key, target)
+
+    first_key, second_key = "a" * 64, "b" * 64
+    first = prepared(first_key)
     if limit == "entries":
-        monkeypatch.setattr(sandbox, "MODEL_CACHE_ENTRIES", 1)
+        monkeypatch.setattr(model_cache, "MODEL_CACHE_ENTRIES", 1)
     else:  # room for the first model only
-        monkeypatch.setattr(sandbox, "MODEL_CACHE_MAX_TOTAL_BYTES", cache.sizes[sha256_of(first)])
+        monkeypatch.setattr(model_cache, "MODEL_CACHE_MAX_TOTAL_BYTES", 1500)
 
-    assert cache.get(sha256_of(second), str(second))[1] == "miss"
+    prepared(second_key)
 
-    assert list(cache.entries) == [sha256_of(second)]
-    assert not Path(prepared.directory).exists()
-    assert cache.get(sha256_of(first), str(first))[1] == "miss"
-    cache.close()
-    assert list((tmp_path / "models").iterdir()) == []
+    assert list(cache.entries) == [second_key]
+    assert not Path(first).exists()
+    assert cache.get(first_key) is None
 
 
 def test_an_fmu_the_server_cannot_prepare_is_reported_by_the_run_as_before(tmp_path):
@@ -324,8 +330,8 @@ def test_a_new_server_removes_what_a_killed_server_left_behind(fmu_paths):
     (abandoned / ".lock").touch()
     (abandoned / ("0" * 64)).mkdir()
 
-    server = runner.SandboxServerProcess(runner._settings.python_executable, models_root)
-    server.kill()
+    connection = runner.SandboxConnection()
+    connection.kill()
 
     assert not abandoned.exists()
     assert len(list(models_root.iterdir())) >= 1  # the live servers' own dirs stay
@@ -335,21 +341,24 @@ def test_a_new_server_removes_what_a_killed_server_left_behind(fmu_paths):
 
 
 def waiting_spare_of(server_pid: int, timeout: float = 10.0) -> psutil.Process:
-    """The model process a server forked ahead for its next run, waiting as root."""
+    """The model process a server's zygote forked ahead for its next run, waiting as
+    root: server -> zygote -> monitor -> model process."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for process in psutil.Process(server_pid).children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                if process.ppid() != server_pid and process.uids().real == os.geteuid():
-                    return process
+        for zygote in psutil.Process(server_pid).children():
+            for monitor in zygote.children():
+                for process in monitor.children():
+                    with contextlib.suppress(psutil.Error):
+                        if process.uids().real == os.geteuid():
+                            return process
         time.sleep(0.05)
     raise AssertionError("no spare run process appeared")
 
 
 @namespaces_only
 def test_a_run_gets_the_process_forked_ahead_for_it_and_never_a_used_one(fmu_paths):
-    server = runner._servers.take()
-    runner._servers.give_back(server)
+    server = runner.connection_pool.take()
+    runner.connection_pool.give_back(server)
     model_pids: list[int] = []
 
     def note_model_pid() -> bool:
@@ -360,6 +369,8 @@ def test_a_run_gets_the_process_forked_ahead_for_it_and_never_a_used_one(fmu_pat
                     model_pids.append(process.pid)
         return False
 
+    short = SandboxLimits(**{**HOSTILE_LIMITS.__dict__, "wall_timeout_seconds": 1})
+    run(fmu_paths["endless_loop"], limits=short)  # prepared now: a miss takes a spare too
     spares = []
     for _ in range(2):
         spares.append(waiting_spare_of(server.process.pid).pid)
@@ -376,8 +387,7 @@ def test_a_run_gets_the_process_forked_ahead_for_it_and_never_a_used_one(fmu_pat
 
 @namespaces_only
 def test_a_stopped_server_leaves_no_spare_behind():
-    models_root = runner._settings.run_root / "models"
-    server = runner.SandboxServerProcess(runner._settings.python_executable, models_root)
+    server = runner.SandboxConnection()
     spare = waiting_spare_of(server.process.pid)
     monitor = psutil.Process(spare.ppid())
 
@@ -432,9 +442,9 @@ def test_isolation_level_names_the_active_measures():
     level = isolation_level()
 
     if os.geteuid() == 0:
-        assert level == "namespaces+setuid+seccomp+rlimits"
+        assert level == "namespaces+setuid+cgroups+disk-quota+seccomp+rlimits"
     else:
-        assert level.endswith("rlimits") or level == "rlimits-only"
+        assert level.endswith("rlimits")
 
 
 # ---- hostile models ------------------------------------------------------------------
@@ -512,7 +522,7 @@ def test_cancel_kills_an_endless_loop_quickly(fmu_paths):
 def test_memory_hog_runs_out_of_memory(fmu_paths):
     outcome = run(fmu_paths["memory_hog"], limits=HOSTILE_LIMITS)
 
-    assert_failed(outcome, "failed", "out_of_memory")
+    assert_failed(outcome, "failed", "memory_limit")
     assert "memory_hog: malloc failed after" in outcome.log_tail
     assert_good_job_still_runs(fmu_paths)
 

@@ -150,6 +150,21 @@ TEST_MODELS: dict[str, TestModel] = {
             "Connects to 127.0.0.1:<port> in doStep",
             Variable("port", 0, "parameter", "fixed", "exact", "5432", "Integer"),
         ),
+        _hostile(
+            "memory_fill",
+            "Holds memory RLIMIT_AS does not count (memfd, tmpfs, children) in doStep",
+            Variable("how", 0, "parameter", "fixed", "exact", "1", "Integer"),
+        ),
+        _hostile(
+            "disk_fill",
+            "Writes many files, or a very deep directory tree, in doStep",
+            Variable("how", 0, "parameter", "fixed", "exact", "1", "Integer"),
+        ),
+        _hostile(
+            "output_forger",
+            "Writes malformed error.json, result.npy or fmu.log and ends the process",
+            Variable("how", 0, "parameter", "fixed", "exact", "1", "Integer"),
+        ),
         _hostile("tamper_fmu", "Tries to change its own extracted FMU files in doStep"),
         _hostile(
             "memory_scan",
@@ -347,10 +362,19 @@ def _fmi3_model_description(model: TestModel) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_fmu(name: str, out_dir: Path) -> Path:
-    """Compile test model `name` and package it as `out_dir/<name>.fmu`."""
+def build_fmu(
+    name: str,
+    out_dir: Path,
+    *,
+    extra_files: dict[str, bytes] | None = None,
+    stored: bool = False,
+    file_name: str | None = None,
+) -> Path:
+    """Compile test model `name` and package it as `out_dir/<file_name or name>.fmu`,
+    with `extra_files` (archive name -> bytes) added; `stored` keeps every entry
+    uncompressed, so its bytes appear as they are in the FMU file."""
     model = TEST_MODELS[name]
-    staging_dir = Path(out_dir) / f"{name}.build"
+    staging_dir = Path(out_dir) / f"{file_name or name}.build"
     binary_dir = staging_dir / BINARY_DIR_BY_FMI_VERSION[model.fmi_version]
     binary_dir.mkdir(parents=True, exist_ok=True)
     library = binary_dir / f"{name}.so"
@@ -380,10 +404,13 @@ def build_fmu(name: str, out_dir: Path) -> Path:
         "2.0": _fmi2_model_description,
         "3.0": _fmi3_model_description,
     }[model.fmi_version](model)
-    fmu_path = Path(out_dir) / f"{name}.fmu"
-    with zipfile.ZipFile(fmu_path, "w", zipfile.ZIP_DEFLATED) as archive:
+    fmu_path = Path(out_dir) / f"{file_name or name}.fmu"
+    compression = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
+    with zipfile.ZipFile(fmu_path, "w", compression) as archive:
         archive.writestr("modelDescription.xml", description)
         archive.write(library, f"{BINARY_DIR_BY_FMI_VERSION[model.fmi_version]}/{name}.so")
+        for entry_name, data in (extra_files or {}).items():
+            archive.writestr(entry_name, data)
     return fmu_path
 
 
