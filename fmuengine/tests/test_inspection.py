@@ -4,6 +4,7 @@ import json
 import stat
 import struct
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from fmuengine.inspection import (
     InvalidFMU,
     VariableInfo,
     inspect_fmu,
+    normalized_entry_path,
     output_variable_names,
     settable_variable_names,
 )
@@ -141,16 +143,29 @@ FMI3_BOUNCING_BALL = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
+def build_archive(
+    path: Path,
+    entries: list[tuple[str, str | bytes]],
+    compression: int = zipfile.ZIP_DEFLATED,
+) -> Path:
+    """Write ``entries`` (archive name, content) as a ZIP at ``path``, names exactly as given.
+
+    A list, not a dict, so that an archive can hold one name twice, as ZIP allows.
+    """
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w", compression=compression) as archive:
+        warnings.filterwarnings("ignore", "Duplicate name", UserWarning)
+        for name, content in entries:
+            archive.writestr(zipfile.ZipInfo(name), content, compress_type=compression)
+    return path
+
+
 def build_fmu(
     path: Path,
     files: dict[str, str | bytes],
     compression: int = zipfile.ZIP_DEFLATED,
 ) -> Path:
     """Write ``files`` (archive name -> content) as a ZIP at ``path``."""
-    with zipfile.ZipFile(path, "w", compression=compression) as archive:
-        for name, content in files.items():
-            archive.writestr(zipfile.ZipInfo(name), content, compress_type=compression)
-    return path
+    return build_archive(path, list(files.items()), compression)
 
 
 def fmi2_fmu(tmp_path: Path, model_description: str = FMI2_BOUNCING_BALL, **extra) -> Path:
@@ -502,6 +517,13 @@ def test_oversized_central_directory_is_refused_before_it_is_read(tmp_path: Path
         ("/abs.so", "absolute"),
         ("C:\\Windows\\evil.dll", "drive"),
         ("..\\..\\evil.so", "'..'"),
+        ("resources\\evil.txt", "backslash"),
+        ("resources/a\nb.txt", "control character"),
+        ("resources/a\x7fb.txt", "control character"),
+        ("./resources/a.txt", "'.'"),
+        ("resources//a.txt", "empty"),
+        ("resources/" + "n" * 256, "255 bytes"),
+        ("resources/" + "n/" * 600 + "a.txt", "1024 bytes"),
     ],
 )
 def test_zip_slip_paths_are_refused(tmp_path: Path, entry_name: str, reason: str) -> None:
@@ -532,7 +554,100 @@ def test_duplicate_entries_are_refused(tmp_path: Path) -> None:
         archive.writestr("binaries/linux64/BouncingBall.so", DUMMY_BINARY)
         archive.writestr("modelDescription.xml", FMI3_BOUNCING_BALL)
 
-    assert_refused(path, "duplicate_entry", "modelDescription.xml")
+    assert_refused(path, "duplicate_entry", "'modelDescription.xml'", "twice")
+
+
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [
+        ("modelDescription.xml", "modelDescription.xml"),
+        ("binaries/linux64/m.so", "binaries/linux64/m.so"),
+        ("documentation/", "documentation"),
+        ("resources/caf\u00e9 data.txt", "resources/caf\u00e9 data.txt"),
+        ("resources/..data/...", "resources/..data/..."),
+    ],
+)
+def test_an_accepted_name_is_extracted_under_itself(name: str, path: str) -> None:
+    assert normalized_entry_path(name) == path
+
+
+# zipfile (like other unzip tools) writes "./a", "a//b" and "a/./b" to "a" and "a/b", so two
+# such entries are inspected as two files and extracted as one: the last one written wins. On a
+# case-insensitive file system the same goes for names that differ only in letter case.
+EVIL_DESCRIPTION = FMI2_BOUNCING_BALL.replace('modelName="BouncingBall"', 'modelName="Evil"')
+FMI2_ENTRIES = [
+    ("modelDescription.xml", FMI2_BOUNCING_BALL),
+    ("binaries/linux64/BouncingBall.so", DUMMY_BINARY),
+]
+COLLIDING_ARCHIVES: dict[str, tuple[list[tuple[str, str | bytes]], tuple[str, ...]]] = {
+    "dot-slash after": (
+        [*FMI2_ENTRIES, ("./modelDescription.xml", EVIL_DESCRIPTION)],
+        ("'modelDescription.xml'", "'./modelDescription.xml'"),
+    ),
+    "dot-slash before": (
+        [("./modelDescription.xml", EVIL_DESCRIPTION), *FMI2_ENTRIES],
+        ("'modelDescription.xml'", "'./modelDescription.xml'"),
+    ),
+    "double slash": (
+        [*FMI2_ENTRIES, ("binaries//linux64/BouncingBall.so", b"other")],
+        ("'binaries/linux64/BouncingBall.so'", "'binaries//linux64/BouncingBall.so'"),
+    ),
+    "dot component": (
+        [*FMI2_ENTRIES, ("binaries/./linux64/BouncingBall.so", b"other")],
+        ("'binaries/linux64/BouncingBall.so'", "'binaries/./linux64/BouncingBall.so'"),
+    ),
+    "folder case": (
+        [("Binaries/linux64/BouncingBall.so", b"other"), *FMI2_ENTRIES],
+        ("'Binaries/linux64/BouncingBall.so'", "'binaries/linux64/BouncingBall.so'"),
+    ),
+    "description case": (
+        [*FMI2_ENTRIES, ("ModelDescription.XML", EVIL_DESCRIPTION)],
+        ("'modelDescription.xml'", "'ModelDescription.XML'"),
+    ),
+    "exact duplicate": (
+        [*FMI2_ENTRIES, ("binaries/linux64/BouncingBall.so", b"other")],
+        ("'binaries/linux64/BouncingBall.so'", "twice"),
+    ),
+    "file and folder": (
+        [*FMI2_ENTRIES, ("resources/a", b"file"), ("resources/a/b", b"file below")],
+        ("'resources/a'", "'resources/a/b'"),
+    ),
+    "folder and file": (
+        [*FMI2_ENTRIES, ("resources/a/b", b"file below"), ("resources/A", b"file")],
+        ("'resources/a/b'", "'resources/A'"),
+    ),
+    "folder entry and file": (
+        [*FMI2_ENTRIES, ("resources/a/", b""), ("resources/a", b"file")],
+        ("'resources/a/'", "'resources/a'"),
+    ),
+    "folder spelled two ways": (
+        [*FMI2_ENTRIES, ("Resources/x.txt", b"x"), ("resources/y.txt", b"y")],
+        ("'Resources/x.txt'", "'resources/y.txt'"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", COLLIDING_ARCHIVES, ids=list(COLLIDING_ARCHIVES))
+def test_entries_extracted_to_the_same_place_are_refused(tmp_path: Path, case: str) -> None:
+    entries, names = COLLIDING_ARCHIVES[case]
+    path = build_archive(tmp_path / "collision.fmu", entries)
+
+    assert_refused(path, "duplicate_entry", *names)
+
+
+def test_a_nul_byte_cannot_hide_a_second_model_description(tmp_path: Path) -> None:
+    # zipfile cuts names at NUL, so "modelDescription.xml\0.txt" is extracted as the description.
+    path = build_archive(
+        tmp_path / "nul.fmu", [*FMI2_ENTRIES, ("modelDescription.xml_.txt", EVIL_DESCRIPTION)]
+    )
+    data = path.read_bytes().replace(b"modelDescription.xml_.txt", b"modelDescription.xml\0.txt")
+    path.write_bytes(data)
+    with zipfile.ZipFile(path) as archive:
+        assert archive.namelist().count("modelDescription.xml") == 2
+
+    assert_refused(
+        path, "duplicate_entry", "'modelDescription.xml'", "'modelDescription.xml\\x00.txt'"
+    )
 
 
 def test_model_description_read_is_capped_whatever_the_directory_says(tmp_path: Path) -> None:
