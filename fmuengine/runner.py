@@ -133,6 +133,7 @@ class SandboxOutcome:
     # Whether the server had this FMU prepared already ("hit"), did it now ("miss"), or
     # left it to the run ("off", "bad_key", "unprepared").
     model_cache: str = "off"
+    run_id: str = ""  # the run's name in the sandbox (its dir under the run root)
 
     def cleanup(self) -> None:
         """Delete the run's dir (result and log); safe to call more than once."""
@@ -325,6 +326,10 @@ def _judge(finished: dict[str, Any], run_dir: _RunDir, limits: SandboxLimits) ->
     kind, value = finished.get("exit_kind"), finished.get("exit_value")
     # A model that exited by itself just before the kill landed is judged as it ended.
     killed_by = finished.get("killed_by") if kind != "exited" else None
+    if finished.get("memory_limit") and killed_by != "cancelled":
+        # An OOM kill in the run's cgroup decides, even if the wall clock ran out after.
+        message = MEMORY_MESSAGE.format(limit=_mib(limits.memory_bytes))
+        return FAILED, RunErrorCode.MEMORY_LIMIT, message, None
     if killed_by == "timeout":
         message = (
             f"The run exceeded its wall-clock limit of {limits.wall_timeout_seconds:g} s "
@@ -337,9 +342,6 @@ def _judge(finished: dict[str, Any], run_dir: _RunDir, limits: SandboxLimits) ->
         logger.error("sandbox set-up failed before model code ran: %s", finished.get("setup_error"))
         message = "The sandbox could not run the model."
         return PLATFORM_ERROR, RunErrorCode.SANDBOX_FAILED, message, None
-    if finished.get("memory_limit"):
-        message = MEMORY_MESSAGE.format(limit=_mib(limits.memory_bytes))
-        return FAILED, RunErrorCode.MEMORY_LIMIT, message, None
     disk_full = bool(finished.get("disk_full"))
     if kind == "signaled":
         return _judge_signal(int(value), finished, limits, disk_full)
@@ -575,6 +577,7 @@ def run_simulation(
             cpu_seconds=float(finished.get("cpu_seconds") or 0.0),
             run_dir=run_dir.path if keep_run_dir else None,
             model_cache=str(finished.get("model_cache", "off")),
+            run_id=run_id,
         )
     except SandboxUnavailable as error:
         logger.error("sandbox failure: %s", error)

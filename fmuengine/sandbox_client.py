@@ -211,6 +211,16 @@ class SandboxConnection:
             raise SandboxUnavailable("the sandbox server sent an unreadable event")
         return event
 
+    def close(self) -> None:
+        """End the connection cleanly: a server started here sees EOF, ends its spare
+        (which removes its cgroup) and exits; killed if it has not within 2 s."""
+        with contextlib.suppress(OSError):
+            self.socket.close()
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=2)
+        self.kill()
+
     def kill(self) -> None:
         """Drop the connection; a server started here is killed with its process group
         (its jobs die with it: parent-death signals), a daemon's ends on EOF."""
@@ -261,7 +271,7 @@ class ConnectionPool:
         with self.lock:
             connections, self.idle = (self.idle if self.owner_pid == os.getpid() else []), []
         for connection in connections:
-            connection.kill()
+            connection.close()
 
 
 connection_pool = ConnectionPool()

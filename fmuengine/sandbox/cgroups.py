@@ -342,8 +342,10 @@ class CgroupSupport:
             raise CgroupUnavailable(f"cannot create run cgroup {name}: {error}") from error
         return run
 
-    def sweep(self) -> int:
-        """Kill and remove every leftover run-* cgroup (for server start); how many went."""
+    def sweep(self, *, owner_gone: bool = False) -> int:
+        """Kill and remove every leftover run-* cgroup (for server start); how many went.
+        With owner_gone, only those named "<pid>-..." whose process (the monitor that
+        made it) is gone: safe while other servers share the parent."""
         names = set()
         for parent in self.parents:
             with contextlib.suppress(OSError):
@@ -354,6 +356,8 @@ class CgroupSupport:
                 )
         removed = 0
         for name in sorted(names):
+            if owner_gone and _owner_alive(name):
+                continue
             try:
                 run = self._run(name)
             except ValueError:
@@ -365,6 +369,11 @@ class CgroupSupport:
             run.dirs.setdefault("memory", next(iter(run.dirs.values())))
             removed += run.remove()
         return removed
+
+
+def _owner_alive(name: str) -> bool:
+    owner = name.split("-", 1)[0]
+    return not owner.isdigit() or os.path.exists(f"/proc/{owner}")
 
 
 # ---- detection and setup of the parent --------------------------------------------

@@ -79,6 +79,9 @@ def _load() -> tuple[str, CgroupSupport | None, frozenset[str], dict[str, str]]:
     reason = None
     if cgroups is None:
         reason = "not root" if os.geteuid() != 0 else cgroup_unavailable_reason()
+    if cgroups is not None:
+        # What monitors killed with their server left (their owner pid is in the name).
+        cgroups.sweep(owner_gone=True)
     measures, missing = probe_measures(mode, reason)
     # Keep the garbage collector of every forked job off the server's objects: each
     # page it touches would be copied (copy-on-write) and cost time.

@@ -58,6 +58,7 @@ WORK_DIR = "work"  # the model's writable dir on the host, without a mount names
 SCRATCH_FULL_MARGIN_BYTES = 1 << 20
 PREPARED_MAX_DEPTH = 64
 PREPARED_MAX_ENTRIES = 20_000
+OOM_POLL_MILLISECONDS = 100
 # A spare's cgroup until its job's caps arrive (it runs no model code before then).
 SPARE_CGROUP_LIMITS = CgroupLimits(memory_bytes=512 << 20, max_processes=4, cpus=1.0)
 
@@ -285,9 +286,7 @@ def run_monitor(setup: JailSetup, fds: dict[str, int]) -> NoReturn:
     os._exit(0)
 
 
-def _monitor_job(
-    setup: JailSetup, fds: dict[str, int], pid: int, cgroup: RunCgroup | None
-) -> None:
+def _monitor_job(setup: JailSetup, fds: dict[str, int], pid: int, cgroup: RunCgroup | None) -> None:
     line = read_line(fds["request_r"])
     if line is None:  # the server discards this spare
         with contextlib.suppress(ProcessLookupError):
@@ -311,7 +310,7 @@ def _monitor_job(
         write_line(fds["job_w"], job.to_json())
         os.close(fds.pop("job_w"))
         write_line(fds["status_w"], {"pid": pid})
-        _, status, usage = os.wait4(pid, 0)
+        _, status, usage = _wait(pid, cgroup)
         report: dict[str, Any] = {
             "status": status,
             "cpu_seconds": usage.ru_utime + usage.ru_stime,
@@ -341,6 +340,25 @@ def _monitor_job(
             cgroup.remove()
         if not setup.namespaces:
             remove_tree(os.path.join(job.run_dir, WORK_DIR))
+
+
+def _wait(pid: int, cgroup: RunCgroup | None) -> tuple[int, int, Any]:
+    """wait4 the model process; meanwhile, an OOM kill in its cgroup ends the whole run
+    at once (cgroup v1 kills one process only, and a model whose child was killed could
+    otherwise wait for it until the wall-clock limit)."""
+    if cgroup is not None:
+        pidfd = os.pidfd_open(pid)
+        try:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            while not poller.poll(OOM_POLL_MILLISECONDS):
+                if cgroup.usage().oom_kills:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)  # PID 1 of the run: all of it
+                    break
+        finally:
+            os.close(pidfd)
+    return os.wait4(pid, 0)
 
 
 def _prepare_work_dir(setup: JailSetup, job: Job) -> str:

@@ -354,10 +354,17 @@ class SandboxServer:
             self.spare = None
 
     def discard_spare(self) -> None:
+        """End the waiting spare: its monitor reads EOF, ends its model process and
+        removes its cgroup; killed only if it does not within a second."""
         spare, self.spare = self.spare, None
-        if spare is not None:
-            spare.close()  # its monitor reads EOF and ends with its model process
-            spare.kill()
+        if spare is None:
+            return
+        os.close(spare.request_fd)
+        spare.request_fd = -1
+        if spare.pidfd >= 0:
+            select.select([spare.pidfd], [], [], 1.0)
+        spare.kill()
+        spare.close()
 
     # ---- a run in progress ---------------------------------------------------------------
 

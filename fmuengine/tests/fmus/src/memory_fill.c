@@ -5,7 +5,8 @@
  *      refused (seccomp) the same with unnamed tmpfs files (open("/tmp", O_TMPFILE)),
  *      which is what a memfd is;
  *   2  tmpfs: named files in /tmp, 64 MB each, until 4 GB;
- *   3  children: forks 6 children that each allocate and touch 256 MB, then waits.
+ *   3  children: forks 6 children that each allocate and touch 100 MB (each under its
+ *      own RLIMIT_AS, together over the run's cap), then waits.
  * Logs what it does; returns fmi2Error when a write or fork fails, fmi2OK when it got
  * everything (the caps did not hold).
  */
@@ -73,22 +74,22 @@ static fmi2Status fill_children(Model *m) {
     for (int k = 0; k < 6; k++) {
         pid_t pid = fork();
         if (pid == 0) {
-            size_t size = (size_t)256 << 20;
-            char *block = malloc(size);
+            size_t size = (size_t)100 << 20;
+            volatile char *block = malloc(size);
             if (!block) _exit(2);
-            memset(block, 0xCD, size);
+            for (size_t at = 0; at < size; at += 4096) block[at] = (char)at;
             sleep(30);
             _exit(0);
         }
         if (pid > 0) started++;
     }
-    model_log(m, fmi2OK, "logAll", "memory_fill: %d children allocate 256 MB each", started);
+    model_log(m, fmi2OK, "logAll", "memory_fill: %d children allocate 100 MB each", started);
     int failed = 0, status;
     while (wait(&status) > 0) {
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) failed++;
     }
     if (failed) return fmi2Error;
-    model_log(m, fmi2OK, "logAll", "memory_fill: children held 1536 MB");
+    model_log(m, fmi2OK, "logAll", "memory_fill: children held 600 MB");
     return fmi2OK;
 }
 
