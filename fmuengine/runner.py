@@ -263,6 +263,8 @@ class _RunDir:
             while chunk := source.read(COPY_CHUNK_BYTES):
                 digest.update(chunk)
                 target.write(chunk)
+        # Readable by the run's slot uid inside its jail (the run dir itself is private).
+        os.chmod(path / MODEL_FILE, 0o644)
         (path / PARAMS_FILE).write_text(json.dumps(params))
         (path / OUT_DIR).mkdir(mode=0o700)
         return cls(path, lock_fd, digest.hexdigest())
