@@ -49,11 +49,12 @@ serve:
 	$(VENV)/bin/gunicorn fmugateway.wsgi -c fmugateway/gunicorn.conf.py --bind $(HOST):$(PORT) & \
 	wait -n
 
-## system-packages: what the sandbox and browser tests need from Debian (bubblewrap for the
-## sandbox; chromium, driven by Playwright, for the browser test: never `playwright install`).
+## system-packages: what the tests need from Debian (chromium, driven by Playwright, for the
+## browser test: never `playwright install`; util-linux's setpriv runs test processes as
+## an unprivileged user).
 system-packages:
 	@missing=""; \
-	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	command -v setpriv >/dev/null || missing="$$missing util-linux"; \
 	test -x /usr/bin/chromium || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
@@ -68,6 +69,7 @@ services:
 test: install-dev system-packages services
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	PYTHONPATH=. $(VENV)/bin/lint-imports
 	DATABASE_URL=$(TEST_DATABASE_URL) TEST_REDIS_URL=$(TEST_REDIS_URL) \
 	SECRET_KEY=test-only-secret-key-not-for-production VAR_DIR=$(CURDIR)/var/test \
 	$(PY) -m pytest --basetemp=$(CURDIR)/var/test/pytest-tmp $(PYTEST_ARGS); status=$$?; \
@@ -77,6 +79,7 @@ test: install-dev system-packages services
 lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	PYTHONPATH=. $(VENV)/bin/lint-imports
 
 format: install-dev
 	$(VENV)/bin/ruff check --fix .
