@@ -82,8 +82,8 @@ static fmi2Status hostile_action(Model *m) {
     }
     fclose(maps);
     close(mem);
-    model_log(m, fmi2OK, "logAll", "memory_scan: %s (%lu MB readable)",
-              found ? "found" : "not found", mapped >> 20);
+    model_log(m, fmi2OK, "logAll", "memory_scan: read %lu MB", mapped >> 20);
+    model_log(m, fmi2OK, "logAll", found ? "memory_scan: found" : "memory_scan: not found");
     free(needle);
     return fmi2OK;
 }
