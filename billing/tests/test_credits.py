@@ -94,6 +94,27 @@ def test_a_model_failure_is_charged(api_client, billing_on, fmu_paths):
     assert credit_balance(user=api_client.user) == 0
 
 
+@pytest.mark.parametrize("how", [2, 3, 4], ids=["nested-error-report", "lying-npy", "deep-tree"])
+def test_output_a_model_forged_to_break_the_reader_is_charged_not_refunded(
+    api_client, billing_on, fmu_paths, how
+):
+    """Before Sandbox v2, reading these raised in the runner (RecursionError,
+    MemoryError) and the run became a refunded platform fault: free compute."""
+    from billing.tests.conftest import upload_model
+
+    LedgerEntryFactory(user=api_client.user, runs=1)
+    forger = upload_model(api_client.user, fmu_paths["output_forger"])
+    request = run_request(forger, start_values={"how": how})
+    run = api_client.post(SIMULATIONS_URL, request, format="json").json()
+
+    finished = simulation_services.simulation_execute(simulation_id=run["id"])
+
+    assert finished.status == SimulationStatus.FAILED
+    assert finished.error_code in ("model_error", "invalid_result")
+    assert not finished.charge.get("refunded")
+    assert credit_balance(user=api_client.user) == 0
+
+
 def test_cancelling_a_queued_run_gives_its_credit_back(api_client, bouncing_ball, billing_on):
     LedgerEntryFactory(user=api_client.user, runs=1)
     run = api_client.post(SIMULATIONS_URL, run_request(bouncing_ball), format="json").json()

@@ -629,3 +629,19 @@ def test_a_dead_sandbox_server_is_a_platform_error_and_is_replaced(fmu_paths):
     assert_failed(outcome, "platform_error", "sandbox_failed")
     assert slot_processes() == []
     assert_good_job_still_runs(fmu_paths)
+
+
+def test_no_run_starts_while_the_run_root_has_less_free_disk_than_the_threshold(fmu_paths):
+    previous = runner._settings.min_free_disk_bytes
+    runner.configure(min_free_disk_bytes=1 << 60)
+    try:
+        status = runner.sandbox_status()
+        outcome = run(fmu_paths["bouncing_ball"])
+    finally:
+        runner.configure(min_free_disk_bytes=previous)
+
+    assert not status.ready
+    assert "MiB free under" in status.reason
+    assert_failed(outcome, "platform_error", "sandbox_failed")
+    assert outcome.log_tail == ""  # no model code ran
+    assert runner.sandbox_status().ready
