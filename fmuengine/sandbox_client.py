@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import select
 import signal
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from fmuengine.protocol import MAX_EVENT_LINE_BYTES
+
+logger = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SERVER_START_TIMEOUT = 30.0
