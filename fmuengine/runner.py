@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import os
-import signal
 import tempfile
 import threading
 import time
@@ -45,15 +44,11 @@ from typing import Any
 from fmuengine import outputs
 from fmuengine.fsutil import remove_tree
 from fmuengine.protocol import (
-    ERROR_FILE,
     ISOLATION_LEVELS,
     LOG_FILE,
     MODEL_FILE,
     OUT_DIR,
     PARAMS_FILE,
-    REPORTABLE_ERROR_CODES,
-    REPORTED_FAILURE_EXIT_CODE,
-    RESULT_FILE,
     RunCommand,
     RunErrorCode,
     SandboxLimits,
@@ -67,6 +62,14 @@ from fmuengine.sandbox_client import (
     ensure_private_dir,
 )
 from fmuengine.sandbox_client import settings as _settings
+from fmuengine.verdict import (
+    CANCELLED,
+    FAILED,
+    PLATFORM_ERROR,
+    SUCCEEDED,
+    TIMED_OUT,
+    judge,
+)
 
 __all__ = [
     "CANCELLED",
@@ -88,11 +91,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-TIMED_OUT = "timed_out"
-CANCELLED = "cancelled"
-PLATFORM_ERROR = "platform_error"
 
 POLL_INTERVAL = 0.2
 PROGRESS_CALLBACK_INTERVAL = 0.25
@@ -300,124 +298,6 @@ class _Slot:
         os.close(self.fd)  # closing drops the flock
 
 
-# ---- judging the outcome ----------------------------------------------------------------
-
-
-def _signal_name(number: int) -> str:
-    try:
-        name = signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-    description = signal.strsignal(number)
-    return f"{name} ({description.lower()})" if description else name
-
-
-Verdict = tuple[str, str | None, str | None, Path | None]  # status, error_code, message, result
-
-MEMORY_MESSAGE = "The run used more than its memory limit of {limit} and was stopped."
-DISK_MESSAGE = "The run wrote more than its disk quota of {limit} and was stopped."
-
-
-def _mib(size: int) -> str:
-    return f"{size / (1 << 20):g} MiB"
-
-
-def _judge(finished: dict[str, Any], run_dir: _RunDir, limits: SandboxLimits) -> Verdict:
-    """The run's verdict from the server's report (trusted) and the files it left
-    (untrusted: parsed inside `fmuengine.outputs`, any surprise is the model's error)."""
-    kind, value = finished.get("exit_kind"), finished.get("exit_value")
-    # A model that exited by itself just before the kill landed is judged as it ended.
-    killed_by = finished.get("killed_by") if kind != "exited" else None
-    if finished.get("memory_limit") and killed_by != "cancelled":
-        # An OOM kill in the run's cgroup decides, even if the wall clock ran out after.
-        message = MEMORY_MESSAGE.format(limit=_mib(limits.memory_bytes))
-        return FAILED, RunErrorCode.MEMORY_LIMIT, message, None
-    if killed_by == "timeout":
-        message = (
-            f"The run exceeded its wall-clock limit of {limits.wall_timeout_seconds:g} s "
-            "and was stopped."
-        )
-        return TIMED_OUT, RunErrorCode.TIMEOUT, message, None
-    if killed_by == "cancelled":
-        return CANCELLED, RunErrorCode.CANCELLED, "The run was cancelled.", None
-    if finished.get("setup_error") or kind not in ("exited", "signaled"):
-        logger.error("sandbox set-up failed before model code ran: %s", finished.get("setup_error"))
-        message = "The sandbox could not run the model."
-        return PLATFORM_ERROR, RunErrorCode.SANDBOX_FAILED, message, None
-    disk_full = bool(finished.get("disk_full"))
-    if kind == "signaled":
-        return _judge_signal(int(value), finished, limits, disk_full)
-    code = int(value)
-    if code == 0:
-        return _judge_result(finished, run_dir, limits)
-    if disk_full:
-        return (
-            FAILED,
-            RunErrorCode.DISK_LIMIT,
-            DISK_MESSAGE.format(limit=_mib(limits.disk_bytes)),
-            None,
-        )
-    if code == REPORTED_FAILURE_EXIT_CODE:
-        report = outputs.read_error_report(
-            run_dir.out / ERROR_FILE, allowed_codes=frozenset(map(str, REPORTABLE_ERROR_CODES))
-        )
-        error_code, message = report or (RunErrorCode.MODEL_ERROR, "The simulation failed.")
-        return FAILED, error_code, message, None
-    message = f"The model ended the process with exit code {code}."
-    return FAILED, RunErrorCode.MODEL_EXITED, message, None
-
-
-def _judge_signal(
-    number: int, finished: dict[str, Any], limits: SandboxLimits, disk_full: bool
-) -> Verdict:
-    cpu_seconds = float(finished.get("cpu_seconds") or 0.0)
-    max_rss = int(finished.get("max_rss_bytes") or 0)
-    if number == signal.SIGXCPU or (
-        number == signal.SIGKILL and cpu_seconds >= limits.cpu_seconds - 0.5
-    ):
-        message = f"The model used more than its limit of {limits.cpu_seconds:g} CPU seconds."
-        return FAILED, RunErrorCode.CPU_TIME_EXCEEDED, message, None
-    if number == signal.SIGXFSZ:
-        message = "The run exceeded its file size limit."
-        return FAILED, RunErrorCode.FILE_SIZE_EXCEEDED, message, None
-    if number == signal.SIGKILL and (
-        max_rss >= 0.8 * limits.memory_bytes or finished.get("memory_limit_hits")
-    ):
-        message = MEMORY_MESSAGE.format(limit=_mib(limits.memory_bytes))
-        return FAILED, RunErrorCode.MEMORY_LIMIT, message, None
-    if disk_full:
-        return (
-            FAILED,
-            RunErrorCode.DISK_LIMIT,
-            DISK_MESSAGE.format(limit=_mib(limits.disk_bytes)),
-            None,
-        )
-    return (
-        FAILED,
-        RunErrorCode.MODEL_CRASHED,
-        f"The model crashed with {_signal_name(number)}.",
-        None,
-    )
-
-
-def _judge_result(finished: dict[str, Any], run_dir: _RunDir, limits: SandboxLimits) -> Verdict:
-    copied = (finished.get("outputs") or {}).get(RESULT_FILE)
-    if copied == "too_large":
-        message = f"The result is larger than the limit of {_mib(limits.file_size_bytes)}."
-        return FAILED, RunErrorCode.FILE_SIZE_EXCEEDED, message, None
-    path = run_dir.out / RESULT_FILE
-    try:
-        outputs.read_result(path, max_bytes=limits.file_size_bytes)
-    except outputs.InvalidModelOutput as error:
-        return (
-            FAILED,
-            RunErrorCode.INVALID_RESULT,
-            f"The run ended without a valid result: {error.reason}",
-            None,
-        )
-    return SUCCEEDED, None, None, path
-
-
 # ---- running -------------------------------------------------------------------------
 
 
@@ -560,7 +440,7 @@ def run_simulation(
             message = "The sandbox stopped responding; the run was stopped."
             return outcome(PLATFORM_ERROR, RunErrorCode.SANDBOX_FAILED, message, log_tail=log_tail)
         try:
-            status_, code, message, result_path = _judge(finished, run_dir, limits)
+            status_, code, message, result_path = judge(finished, run_dir.out, limits)
         except Exception as error:  # whatever the model left: its own error, never ours
             logger.warning("judging run %s raised %r: the model's output is invalid", run_id, error)
             status_, code, message, result_path = (
