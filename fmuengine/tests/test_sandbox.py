@@ -345,10 +345,10 @@ def waiting_spare_of(server_pid: int, timeout: float = 10.0) -> psutil.Process:
     root: server -> zygote -> monitor -> model process."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for zygote in psutil.Process(server_pid).children():
-            for monitor in zygote.children():
-                for process in monitor.children():
-                    with contextlib.suppress(psutil.Error):
+        with contextlib.suppress(psutil.Error):  # a spare may end while we look
+            for zygote in psutil.Process(server_pid).children():
+                for monitor in zygote.children():
+                    for process in monitor.children():
                         if process.uids().real == os.geteuid():
                             return process
         time.sleep(0.05)
