@@ -504,10 +504,14 @@ class _Supervisor:
     def stop_daemon(self) -> None:
         if not self.daemon_pid:
             return
-        _send(self.daemon_pid, signal.SIGTERM, group=True)
-        if self._wait(self.daemon_pid, self.arguments.stop_timeout) is None:
-            _send(self.daemon_pid, signal.SIGKILL, group=True)
-            self._wait(self.daemon_pid, 5.0)
+        # Its group (its servers too) and itself: just after the fork it may not have
+        # made its own session yet.
+        for number in (signal.SIGTERM, signal.SIGKILL):
+            _send(self.daemon_pid, number, group=True)
+            _send(self.daemon_pid, number)
+            timeout = self.arguments.stop_timeout if number == signal.SIGTERM else 5.0
+            if self._wait(self.daemon_pid, timeout) is not None:
+                break
         self.daemon_pid = 0
         # No socket without a daemon behind it (its dir is root's: nobody else made it).
         with contextlib.suppress(FileNotFoundError):
