@@ -9,10 +9,13 @@ def fly_config() -> dict:
     return tomllib.loads((settings.BASE_DIR / "fly.toml").read_text())
 
 
-def test_web_and_worker_process_groups_and_a_release_migration():
+def test_web_worker_and_billing_process_groups_and_a_release_migration():
+    # Each command follows the image's ENTRYPOINT (test_deploy_image.py): the worker's
+    # starts with the entrypoint's own options, then `--` and Celery.
     config = fly_config()
     assert config["processes"]["web"].startswith("gunicorn fmugateway.wsgi")
-    assert config["processes"]["worker"].startswith("celery -A fmugateway worker")
+    assert " -- celery -A fmugateway worker " in config["processes"]["worker"]
+    assert config["processes"]["billing"].startswith("celery -A fmugateway worker -Q billing")
     assert "migrate" in config["deploy"]["release_command"]
 
 
