@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import queue
 import shlex
 import shutil
@@ -164,7 +165,19 @@ def test_fly_lets_the_worker_finish_its_runs_on_a_deploy():
 
 # ---- the entrypoint, run for real ---------------------------------------------------------
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="starts a root sandbox daemon")
+
+def _has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or not _has_user(TEST_USER) or not os.access(PROBE_PYTHON, os.X_OK),
+    reason=f"starts a root sandbox daemon, runs {PROBE_PYTHON} as {TEST_USER}",
+)
 
 PROBE = r"""
 import json, os, signal, socket, sys, time
