@@ -122,12 +122,17 @@ def _serve_connection(
 
 def _listen(arguments: argparse.Namespace, loaded) -> None:
     path = arguments.listen
+    # Bound under another name and renamed into place once listening: the socket's
+    # existence means the daemon is ready (the entrypoint waits for it).
+    preparing = f"{path}.{os.getpid()}"
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+        os.unlink(preparing)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    os.chmod(path, 0o666)  # who may talk is decided by SO_PEERCRED below  # noqa: S103
+    listener.bind(preparing)
+    os.chmod(preparing, 0o666)  # who may talk is decided by SO_PEERCRED below  # noqa: S103
     listener.listen(16)
+    os.replace(preparing, path)
+    signal.signal(signal.SIGTERM, lambda *_: _stop_listening(path))
     allowed = set(arguments.allow_uid)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # servers are reaped by the kernel
     logger.warning(
@@ -150,6 +155,7 @@ def _listen(arguments: argparse.Namespace, loaded) -> None:
         if pid == 0:
             listener.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             code = 0
             try:
                 _serve_connection(connection.detach(), arguments, loaded)
@@ -158,6 +164,12 @@ def _listen(arguments: argparse.Namespace, loaded) -> None:
                 code = 1
             os._exit(code)
         connection.close()
+
+
+def _stop_listening(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> None:
