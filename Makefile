@@ -12,7 +12,7 @@ VAR_DIR_ABS := $(CURDIR)/var
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/fmugateway
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run serve install install-dev system-packages services test lint format bench clean
+.PHONY: run serve install install-dev lock system-packages services test lint format bench clean
 
 $(VENV)/.runtime-installed: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ $(VENV)/.dev-installed: $(VENV)/.runtime-installed requirements-dev.txt
 install: $(VENV)/.runtime-installed
 
 install-dev: $(VENV)/.dev-installed
+
+## lock: recompile requirements.txt and requirements-dev.txt from requirements*.in (keeps existing pins).
+lock: $(VENV)/.dev-installed
+	$(VENV)/bin/uv pip compile --quiet --python $(PY) --custom-compile-command "make lock" \
+		requirements.in -o requirements.txt
+	$(VENV)/bin/uv pip compile --quiet --python $(PY) --custom-compile-command "make lock" \
+		requirements-dev.in -o requirements-dev.txt
 
 ## run: install, migrate and start web + worker on the embedded defaults.
 run: install serve
