@@ -154,3 +154,33 @@ class Simulation(models.Model):
         if not self.result_name or self.finished_at is None or days <= 0:
             return None
         return self.finished_at + timedelta(days=days)
+
+
+class WorkerStatus(models.Model):
+    """What a Celery worker last said about its sandbox, one row per worker node.
+
+    In the database rather than the cache because every process can read it in every
+    mode (CACHE_URL is optional, and a cache cannot list its keys for the admin), and
+    because the few writes (worker start, a check every 30 s, refusals and recoveries)
+    cost nothing there. A row outlives its worker; readers judge it by `checked_at`.
+    """
+
+    hostname = models.CharField(max_length=255, primary_key=True)  # Celery's node name
+    ready = models.BooleanField()  # whether it takes runs
+    # The measures its sandbox applies, e.g. "namespaces+setuid+cgroups+...", or
+    # "unavailable"; and whether that is all of them, whatever the required level.
+    isolation = models.CharField(max_length=255)
+    fully_isolated = models.BooleanField()
+    missing = models.JSONField(default=dict, blank=True)  # measure -> why it is missing
+    required = models.CharField(max_length=16)  # SANDBOX_REQUIRED_ISOLATION at the time
+    reason = models.TextField(blank=True)  # why it takes no run ("" when ready)
+    checked_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["hostname"]
+        verbose_name = "worker sandbox status"
+        verbose_name_plural = "worker sandbox statuses"
+
+    def __str__(self) -> str:
+        state = "ready" if self.ready else "refusing runs"
+        return f"{self.hostname}: {self.isolation} ({state})"
