@@ -50,6 +50,9 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 DEBUG = env_bool("DEBUG")
 FLY_APP_NAME = env_str("FLY_APP_NAME")
 DATABASE_URL = env_str("DATABASE_URL")
+# Deployed (a shared database or Fly) rather than the embedded `make run` mode: the
+# defaults that protect customers (full sandbox isolation, a free-disk floor) follow it.
+DEPLOYED = bool(DATABASE_URL or FLY_APP_NAME)
 SITE_URL = env_str("SITE_URL") or (
     f"https://{FLY_APP_NAME}.fly.dev" if FLY_APP_NAME else "http://localhost:8000"
 )
@@ -129,6 +132,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "fmugateway.context_processors.site",
+                "fmugateway.context_processors.sandbox_isolation",
             ],
         },
     },
@@ -359,10 +363,40 @@ SIMULATION_MAX_WALL_SECONDS = env_int("SIMULATION_MAX_WALL_SECONDS", 600)
 SIMULATION_DEFAULT_WALL_SECONDS = env_int("SIMULATION_DEFAULT_WALL_SECONDS", 120)
 SIMULATION_MAX_OUTPUT_POINTS = env_int("SIMULATION_MAX_OUTPUT_POINTS", 2_000_000)
 SIMULATION_MAX_INPUT_ROWS = env_int("SIMULATION_MAX_INPUT_ROWS", 100_000)
+# What one run may write (its scratch tmpfs), on top of the memory cap.
+SIMULATION_DISK_BYTES = env_int("SIMULATION_DISK_BYTES", 1024**3)
 # A running run renews its lease while it reports progress; a run whose lease ran
 # out (its worker died) is failed by the reconciliation task.
 SIMULATION_LEASE_SECONDS = env_int("SIMULATION_LEASE_SECONDS", 60)
 SIMULATION_WAIT_MAX_SECONDS = 30
+
+# --- the sandbox: a worker takes no run below the required isolation (fail closed) ----
+# "full": namespaces, a uid per run, cgroups, a disk quota, seccomp and rlimits, all of
+# them (fmuengine.protocol.FULL_ISOLATION); "none": whatever the machine allows, for a
+# developer's `make run`, where every page then says that runs are not isolated.
+SANDBOX_REQUIRED_ISOLATION = env_str("SANDBOX_REQUIRED_ISOLATION", "full" if DEPLOYED else "none")
+if SANDBOX_REQUIRED_ISOLATION not in ("full", "none"):
+    raise ImproperlyConfigured(
+        f"SANDBOX_REQUIRED_ISOLATION must be 'full' or 'none', not {SANDBOX_REQUIRED_ISOLATION!r}."
+    )
+# A root sandbox daemon's unix socket (`python -m fmuengine.sandbox --listen PATH`), for a
+# worker that is not root; unset, each worker process starts its own sandbox server.
+SANDBOX_SOCKET = env_str("SANDBOX_SOCKET") or None
+# Where runs get their private dirs. One per machine, not per VAR_DIR: the slot locks in
+# it give concurrent runs distinct uids machine-wide. The engine accepts it only as a
+# directory of the worker's own user that nobody else can write.
+SANDBOX_RUN_ROOT = Path(env_str("SANDBOX_RUN_ROOT") or "/tmp/fmu-gateway-sandbox")  # noqa: S108
+# Below this much free disk under the run root a worker takes no run (a full disk would
+# fail runs as the platform's fault, and refund them, one after the other).
+SANDBOX_MIN_FREE_DISK_BYTES = env_int("SANDBOX_MIN_FREE_DISK_BYTES", 2 * 1024**3 if DEPLOYED else 0)
+# A worker that refused a run hands it back to the queue for this long before any
+# worker (itself included) tries it again.
+SANDBOX_REFUSAL_RETRY_SECONDS = env_int("SANDBOX_REFUSAL_RETRY_SECONDS", 30)
+# How often a worker re-checks its sandbox: it records its status (what /readyz and the
+# admin read), and stops or resumes consuming runs. A worker that started before its
+# sandbox daemon was up takes runs at most this long after the daemon is.
+SANDBOX_CHECK_INTERVAL_SECONDS = env_int("SANDBOX_CHECK_INTERVAL_SECONDS", 30)
+
 CELERY_BEAT_SCHEDULE = {
     **BILLING_BEAT_SCHEDULE,
     "reconcile-stale-simulations": {

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import QuerySet
+from django.utils import timezone
 
-from simulations.models import Model, Simulation
+from simulations.models import Model, Simulation, WorkerStatus
 from simulations.notifications import FinishedNotices
 
 
@@ -57,3 +60,34 @@ def simulation_wait_until_finished(*, simulation: Simulation, timeout: float) ->
                 time.sleep(min(interval, timeout - elapsed))
             simulation.refresh_from_db()
     return simulation
+
+
+# A worker re-records its status every SANDBOX_CHECK_INTERVAL_SECONDS; a row older than
+# this (or three intervals, if longer) belongs to a worker that is gone.
+WORKER_STATUS_FRESH_FOR = timedelta(minutes=5)
+# What the engine reports when no sandbox server answered (fmuengine.runner).
+UNAVAILABLE_ISOLATION = ("unavailable", "unknown")
+
+
+def workers_refusing_runs() -> QuerySet[WorkerStatus]:
+    """Workers that said, within the last few minutes, that they take no run (and why)."""
+    fresh_for = max(
+        WORKER_STATUS_FRESH_FOR, timedelta(seconds=3 * settings.SANDBOX_CHECK_INTERVAL_SECONDS)
+    )
+    fresh_since = timezone.now() - fresh_for
+    return WorkerStatus.objects.filter(ready=False, checked_at__gte=fresh_since)
+
+
+def workers_not_fully_isolated() -> QuerySet[WorkerStatus]:
+    """Workers whose sandbox, as last recorded, lacks a measure of the "full" level.
+
+    Not limited to fresh rows: where runs may go below full isolation (the embedded mode),
+    a warning about a worker that is merely stopped is better than none. A worker that
+    restarts re-records its row under its node name. A sandbox that is unavailable runs
+    nothing at all, isolated or not: not counted here (/readyz and the admin show it).
+    """
+    return (
+        WorkerStatus.objects.filter(fully_isolated=False)
+        .exclude(isolation__in=UNAVAILABLE_ISOLATION)
+        .order_by("-checked_at")
+    )
