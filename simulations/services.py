@@ -43,6 +43,7 @@ from simulations.storage import (
     stored_file_local_path,
     stored_files_older_than,
 )
+from simulations.workers import default_worker_name, sandbox_require_ready
 
 logger = logging.getLogger(__name__)
 
@@ -303,6 +304,7 @@ def sandbox_limits(params: dict) -> runner.SandboxLimits:
         file_size_bytes=settings.SIMULATION_RESULT_MAX_BYTES,
         max_processes=settings.SIMULATION_MAX_PROCESSES,
         wall_timeout_seconds=min(params["timeout"], settings.SIMULATION_MAX_WALL_SECONDS),
+        disk_bytes=settings.SIMULATION_DISK_BYTES,
     )
 
 
@@ -319,11 +321,19 @@ def sandbox_params(params: dict) -> dict:
     return arguments
 
 
-def simulation_execute(*, simulation_id: uuid.UUID | str) -> Simulation | None:
+def simulation_execute(
+    *, simulation_id: uuid.UUID | str, worker: str | None = None
+) -> Simulation | None:
     """Claim a queued run, run it in the sandbox and record the outcome.
 
     Idempotent: a run that is no longer queued (a redelivered task) is left alone.
+    Fail closed: below the required sandbox isolation this raises SandboxNotReady before
+    the claim, so the run stays queued (not failed, not refunded) for a worker that can
+    run it; `worker` (Celery's node name) is whose status is recorded.
     """
+    if not Simulation.objects.filter(pk=simulation_id, status=SimulationStatus.QUEUED).exists():
+        return None  # checked first, so that no refusal keeps a cancelled run's task alive
+    sandbox_require_ready(worker=worker or default_worker_name(), simulation_id=simulation_id)
     now = timezone.now()
     claimed = Simulation.objects.filter(pk=simulation_id, status=SimulationStatus.QUEUED).update(
         status=SimulationStatus.RUNNING,
@@ -474,7 +484,11 @@ def _record_outcome(simulation: Simulation, outcome: runner.SandboxOutcome) -> S
 def _finish_with_platform_fault(
     simulation: Simulation, error_code: str, message: str, extra: dict | None = None
 ) -> Simulation:
-    """Our fault, not the model's: the run fails and its charge is given back."""
+    """Our fault, not the model's: the run fails and its charge is given back.
+
+    Logged at WARNING with its cause, whether or not there was a charge to give back:
+    every platform fault is something an operator should be able to find by run id.
+    """
     with transaction.atomic():
         locked = Simulation.objects.select_for_update().get(pk=simulation.pk)
         if locked.status in FINISHED_STATUSES:
@@ -486,9 +500,24 @@ def _finish_with_platform_fault(
         locked.error_code = error_code
         locked.error_message = message
         locked.lease_expires_at = None
-        locked.charge = refund_run_charge(charge=locked.charge, reason=error_code)
+        charge = locked.charge
+        locked.charge = refund_run_charge(charge=charge, reason=error_code)
+        if locked.charge.get("refunded") and not charge.get("refunded"):
+            outcome = "its charge is refunded"
+        elif charge.get("refunded"):
+            outcome = "its charge was refunded already"
+        else:
+            outcome = f"nothing to refund ({charge.get('kind', 'no charge')})"
         locked.save()
         _announce_finished(locked.pk)
+    # Once its transaction is done: a rolled-back refund is not reported as one.
+    logger.warning(
+        "run %s failed through the platform's fault (%s: %s): %s",
+        locked.pk,
+        error_code,
+        message,
+        outcome,
+    )
     return locked
 
 

@@ -1,14 +1,48 @@
 """Celery tasks: thin, idempotent, take ids."""
 
+import logging
+import random
+
 from celery import shared_task
 from celery.signals import worker_ready
+from django.conf import settings
 
+from fmugateway.celery import consumes_default_queue
 from simulations import services
+from simulations.workers import SandboxNotReady, worker_sandbox_report
+
+logger = logging.getLogger(__name__)
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def run_simulation_task(simulation_id: str) -> None:
-    services.simulation_execute(simulation_id=simulation_id)
+# max_retries=None here, not in retry(): there None means "the task's default", 3.
+@shared_task(
+    bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True, max_retries=None
+)
+def run_simulation_task(self, simulation_id: str) -> None:
+    """Run one queued simulation; a worker below the required isolation hands it back.
+
+    On refusal (SandboxNotReady: nothing claimed, the run still queued) the task is
+    retried: `retry()` publishes a new copy of the message, due in
+    SANDBOX_REFUSAL_RETRY_SECONDS, and only then is this one acknowledged (acks_late), so
+    the run is never without a message. Any worker may fetch the copy (it holds it until
+    it is due): a healthy one runs it, this one refuses again, logged, and passes it on.
+    (A worker that found its sandbox below the level at its last check consumes nothing
+    at all: SandboxWatch. This refusal is for runs fetched before that.)
+    Not `Reject(requeue=True)`: on Redis that puts the message straight back at the head
+    of the queue, where this same idle worker (prefetch 1) takes it again at once, a loop
+    with no back-off that keeps the run mostly in the refusing worker's hands and floods
+    the log. No retry limit: the run waits, as queued runs do, until a worker can run it
+    or its owner cancels it (the next delivery then finds it not queued, and ends).
+    """
+    try:
+        services.simulation_execute(simulation_id=simulation_id, worker=self.request.hostname)
+    except SandboxNotReady as refused:
+        if self.request.is_eager:
+            raise  # eager retries would recurse at once, in the caller's request
+        # Up to a second of jitter: a whole-second countdown is in step with kombu's
+        # 1 s BRPOP cycle, which keeps this worker first in line (see SandboxWatch).
+        countdown = settings.SANDBOX_REFUSAL_RETRY_SECONDS + random.random()  # noqa: S311
+        raise self.retry(exc=refused, countdown=countdown) from refused
 
 
 @shared_task(ignore_result=True)
@@ -23,5 +57,59 @@ def apply_storage_retention() -> dict[str, int]:
 
 
 @worker_ready.connect
-def reconcile_on_worker_start(**_kwargs) -> None:
-    reconcile_stale_simulations.delay()
+def reconcile_on_worker_start(sender, **_kwargs) -> None:
+    if consumes_default_queue(sender.app):  # a simulation worker, not the billing one
+        reconcile_stale_simulations.delay()
+
+
+@worker_ready.connect
+def watch_sandbox_from_worker_start(sender, **_kwargs) -> None:
+    """Check the sandbox as the worker starts, then every SANDBOX_CHECK_INTERVAL_SECONDS
+    on Celery's own timer (see SandboxWatch). `sender` is the worker's consumer; this runs
+    in its loop, before the loop first asks the broker for a message. Only workers that
+    take runs: the billing group's (`-Q billing`) has no sandbox and is no one's concern
+    here (/readyz would otherwise name it forever)."""
+    if not consumes_default_queue(sender.app):
+        return
+    watch = SandboxWatch(sender)
+    watch.check(at_start=True)
+    sender.timer.call_repeatedly(settings.SANDBOX_CHECK_INTERVAL_SECONDS, watch.check)
+
+
+class SandboxWatch:
+    """A worker's main process watching its own sandbox, which it records each time.
+
+    While the sandbox is below the required isolation the worker stops consuming the
+    default queue, where the runs are (other queues it takes, e.g. `make run`'s billing
+    one, go on), and resumes once a check finds it ready. Refusing each run (the check in
+    simulation_execute) is not enough on its own: a refusing worker that kept consuming
+    would take its share of new runs, and most of its own retries too. Redis serves the
+    longest-waiting BRPOP first, and the refusing worker's wait restarts when it receives
+    the message, so whole-second countdowns keep it first in line. Healthy workers would
+    sit idle while runs waited. Paused, it leaves every run to them; with no worker ready,
+    runs stay queued until one is. (Housekeeping tasks share that queue: others do them.)
+    """
+
+    def __init__(self, consumer) -> None:
+        self.consumer = consumer
+        self.hostname = consumer.hostname
+        self.queue = consumer.app.conf.task_default_queue
+        self.paused = False
+
+    def check(self, at_start: bool = False) -> None:
+        status = worker_sandbox_report(worker=self.hostname, at_start=at_start)
+        if status is None:
+            return  # could not check: stay as it is
+        if not status.ready and not self.paused:
+            if at_start:  # in the loop, before its first poll: not one message fetched
+                self.consumer.cancel_task_queue(self.queue)
+            else:  # the timer may be a thread of its own: the loop does it
+                self.consumer.call_soon(self.consumer.cancel_task_queue, self.queue)
+            self.paused = True
+            logger.error(
+                "worker %s stops consuming %s until its sandbox is ready", self.hostname, self.queue
+            )
+        elif status.ready and self.paused:
+            self.consumer.call_soon(self.consumer.add_task_queue, self.queue)
+            self.paused = False
+            logger.info("worker %s consumes %s again", self.hostname, self.queue)
