@@ -44,11 +44,38 @@ def check_storage() -> None:
     probe_storage()
 
 
+class WorkersRefuseRuns(Exception):
+    """A worker said it takes no run (below the required sandbox isolation, or worse)."""
+
+
+def check_sandbox() -> None:
+    """Fail while any worker reported, within the last few minutes, that it takes no run.
+
+    Workers have no HTTP port, so they record their sandbox status in the database (at
+    start, every 30 s, on each refusal) and this reads it: a worker below the required
+    isolation leaves runs queued, which an operator must hear about from the usual check.
+    Fly's own check is /healthz, so this never takes a web machine out of the proxy.
+    """
+    from simulations.selectors import workers_refusing_runs
+
+    refusing = list(workers_refusing_runs())
+    if refusing:
+        raise WorkersRefuseRuns(
+            "; ".join(
+                f"worker {worker.hostname} takes no run: {worker.reason}" for worker in refusing
+            )
+        )
+
+
 READINESS_CHECKS = {
     "database": check_database,
     "broker": check_broker,
     "storage": check_storage,
+    "sandbox": check_sandbox,
 }
+# A failing check reads "error: <exception>: <reason>", at most this long (a sandbox
+# reason names each missing measure, for each refusing worker).
+CHECK_RESULT_MAX_CHARS = 1000
 
 
 def readiness() -> dict[str, str]:
@@ -59,7 +86,7 @@ def readiness() -> dict[str, str]:
             check()
         except Exception as exc:  # any failure means "not ready", with the reason shown
             logger.warning("readiness check %s failed: %s", name, exc)
-            results[name] = f"error: {exc.__class__.__name__}: {exc}"[:300]
+            results[name] = f"error: {exc.__class__.__name__}: {exc}"[:CHECK_RESULT_MAX_CHARS]
         else:
             results[name] = "ok"
     return results
@@ -80,7 +107,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
                 "type": "https://fmugateway.dev/errors/unavailable",
                 "title": "Service unavailable",
                 "status": 503,
-                "detail": f"Not ready: {', '.join(failing)} unreachable.",
+                "detail": f"Not ready: {', '.join(failing)} failing.",
                 "checks": checks,
             },
             status=503,

@@ -4,7 +4,7 @@ from django.http import HttpRequest
 
 from fmugateway.problems import DomainError
 from simulations import services
-from simulations.models import Model, Simulation
+from simulations.models import Model, Simulation, WorkerStatus
 
 
 @admin.register(Model)
@@ -90,3 +90,31 @@ class SimulationAdmin(admin.ModelAdmin):
                 messages.warning(request, f"{simulation.pk}: {error.detail}")
             else:
                 messages.success(request, f"{simulation.pk}: {done}")
+
+
+@admin.register(WorkerStatus)
+class WorkerStatusAdmin(admin.ModelAdmin):
+    """Each worker's sandbox, as it last reported it: read-only, since only the worker
+    knows; deleting the row of a worker that is gone for good is allowed (a live one
+    writes it again within a minute)."""
+
+    list_display = ("hostname", "ready", "isolation", "fully_isolated", "required", "checked_at")
+    list_filter = ("ready", "fully_isolated")
+    search_fields = ("hostname", "isolation", "reason")
+    readonly_fields = [field.name for field in WorkerStatus._meta.fields]
+    fields = (
+        "hostname",
+        "ready",
+        "reason",
+        "isolation",
+        "fully_isolated",
+        "missing",
+        "required",
+        "checked_at",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
