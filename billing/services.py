@@ -130,7 +130,8 @@ def refund_run_charge(*, charge: dict, reason: str, operator=None) -> dict:
     back, and a token charge gets a fresh credit linked to its payment rather than the
     token re-opened, because a 30-minute token could lapse before the caller retries,
     while a credit keeps. Refunding twice is a no-op (and the ledger allows one refund
-    per run).
+    per run). Every refund is logged at WARNING with its run and cause: money given back
+    is something an operator must be able to trace.
     """
     kind = charge.get("kind")
     if kind not in ("credit", "token") or charge.get("refunded"):
@@ -149,6 +150,14 @@ def refund_run_charge(*, charge: dict, reason: str, operator=None) -> dict:
         simulation_id=simulation_id,
         reason=reason[:255],
         created_by=operator,
+    )
+    logger.warning(
+        "refunded run %s to %s (%s charge, ledger entry %s): %s",
+        simulation_id,
+        user.pk,
+        kind,
+        refund.pk,
+        reason,
     )
     return {**charge, "refunded": True, "refund_ledger_entry": refund.pk, "refund_reason": reason}
 
