@@ -92,12 +92,20 @@ def live_workers(transactional_db, tmp_path):
     """Start real Celery worker processes on this test's database; stopped afterwards."""
     started = []
 
-    def start(*, concurrency: int = 2, **environment: str):
+    def start(
+        *,
+        concurrency: int = 2,
+        name: str | None = None,
+        command_prefix: tuple[str, ...] = (),
+        **environment: str,
+    ):
         log_path = tmp_path / f"worker-{len(started)}.log"
         worker = start_celery_worker(
             environment=server_environment(**environment),
             log_path=log_path,
             concurrency=concurrency,
+            name=name,
+            command_prefix=command_prefix,
         )
         started.append(worker)
         return worker

@@ -123,12 +123,23 @@ class LiveWorker:
 
 
 def start_celery_worker(
-    *, environment: dict[str, str], log_path: Path, concurrency: int = 2, timeout: float = 60.0
+    *,
+    environment: dict[str, str],
+    log_path: Path,
+    concurrency: int = 2,
+    timeout: float = 60.0,
+    name: str | None = None,
+    command_prefix: tuple[str, ...] = (),
 ) -> LiveWorker:
-    """A real `celery worker` process; returns once it reports ready."""
+    """A real `celery worker` process; returns once it reports ready.
+
+    `name` is its Celery node name (-n); `command_prefix` runs it through another command
+    that ends by exec'ing the rest, e.g. to drop to another user (its pid stays the worker's).
+    """
     log_file = log_path.open("wb")
     process = subprocess.Popen(
         [
+            *command_prefix,
             sys.executable,
             "-m",
             "celery",
@@ -139,6 +150,7 @@ def start_celery_worker(
             f"--concurrency={concurrency}",
             "--without-gossip",
             "--without-mingle",
+            *(["-n", name] if name else []),
         ],
         cwd=PROJECT_DIR,
         env=environment,
