@@ -121,7 +121,7 @@ def test_hostile_models_fail_cleanly_and_the_worker_keeps_serving(gateway, fmu_p
     assert runs["segfault"]["error"]["code"] == "model_crashed"
     assert "SIGSEGV" in runs["segfault"]["error"]["message"]
     assert runs["endless_loop"]["status"] == "timed_out"
-    assert runs["memory_hog"]["error"]["code"] == "out_of_memory"
+    assert runs["memory_hog"]["error"]["code"] == "memory_limit"
     assert "socket blocked" in runs["open_socket"]["error"]["log_tail"]
     secrets_log = runs["read_secrets"]["error"]["log_tail"]
     assert "could not read /etc/passwd" in secrets_log
