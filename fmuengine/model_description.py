@@ -15,7 +15,7 @@ stays readable; nothing here touches the ZIP archive (that is :mod:`fmuengine.ar
 import math
 import re
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import defusedxml.ElementTree as DefusedElementTree
 from defusedxml import DefusedXmlException
@@ -109,7 +109,7 @@ class FMUSummary:
     description: str | None
     fmi_types: list[str]
     platforms: list[str]
-    default_experiment: dict
+    default_experiment: dict[str, float | None]
     variables: list[VariableInfo]
     model_identifiers: dict[str, str]
     # The declared fmi_types whose binary for the inspected platform is in the archive.
@@ -117,12 +117,12 @@ class FMUSummary:
     # Continuous states (FMI 2/3 ModelStructure), which fmpy records when a model has no outputs.
     continuous_state_names: list[str]
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict, variables as a list of dicts."""
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "FMUSummary":
+    def from_json(cls, data: dict[str, Any]) -> "FMUSummary":
         """The summary back from what to_json() stored."""
         fields = dict(data)
         fields["variables"] = [VariableInfo(**variable) for variable in data["variables"]]
@@ -299,7 +299,7 @@ def _model_identifiers(root: "Element", fmi_version: str) -> dict[str, str]:
     return identifiers
 
 
-def _default_experiment(root: "Element") -> dict:
+def _default_experiment(root: "Element") -> dict[str, float | None]:
     experiment = root.find("DefaultExperiment")
     attributes = {
         "start_time": "startTime",
@@ -372,6 +372,7 @@ def _variables(root: "Element", fmi_version: str) -> tuple[list[VariableInfo], l
             raise _invalid(
                 f'{where} has valueReference="{raw_value_reference}", not an integer'
             ) from None
+        type_element: Element | None
         if fmi_version == "3.0":
             type_element = element
             variable_type = element.tag

@@ -23,12 +23,16 @@ import re
 import stat
 import struct
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 from numpy.lib import format as npy_format
 
 try:  # (3, 0) headers: np.save writes them for field names outside latin-1
-    from numpy.lib._format_impl import _read_array_header as _numpy_read_array_header
+    # Private to numpy, so not in its stubs (to mypy, an Any).
+    from numpy.lib._format_impl import (  # type: ignore[attr-defined]
+        _read_array_header as _numpy_read_array_header,
+    )
 except ImportError:  # pragma: no cover - another numpy layout: such results are refused
     _numpy_read_array_header = None
 
@@ -143,7 +147,9 @@ def _mapped_result(fd: int, max_bytes: int) -> np.ndarray:
     return result
 
 
-def _read_npy_header(stream, size: int) -> tuple[int, tuple, bool, np.dtype]:
+def _read_npy_header(
+    stream: BinaryIO, size: int
+) -> tuple[int, tuple[int, ...], bool, np.dtype[Any]]:
     """(end of header, shape, fortran_order, dtype), the header's length checked
     before numpy reads it (numpy reads it whole, then compares it with its limit)."""
     version = npy_format.read_magic(stream)
@@ -169,7 +175,7 @@ def _read_npy_header(stream, size: int) -> tuple[int, tuple, bool, np.dtype]:
     return (header_end, *header)
 
 
-def _check_table_layout(shape: tuple, fortran_order: bool, dtype: np.dtype) -> None:
+def _check_table_layout(shape: tuple[int, ...], fortran_order: bool, dtype: np.dtype[Any]) -> None:
     if (
         fortran_order
         or len(shape) != 1
@@ -177,6 +183,7 @@ def _check_table_layout(shape: tuple, fortran_order: bool, dtype: np.dtype) -> N
         or shape[0] < 0
         or dtype.hasobject
         or not dtype.names
+        or dtype.fields is None  # never once it has names: narrows the type for mypy
         or dtype.names[0] != "time"
     ):
         raise InvalidModelOutput(

@@ -440,10 +440,10 @@ def run_simulation(
             message = "The sandbox stopped responding; the run was stopped."
             return outcome(PLATFORM_ERROR, RunErrorCode.SANDBOX_FAILED, message, log_tail=log_tail)
         try:
-            status_, code, message, result_path = judge(finished, run_dir.out, limits)
+            status_, code, judged_message, result_path = judge(finished, run_dir.out, limits)
         except Exception as error:  # whatever the model left: its own error, never ours
             logger.warning("judging run %s raised %r: the model's output is invalid", run_id, error)
-            status_, code, message, result_path = (
+            status_, code, judged_message, result_path = (
                 FAILED,
                 RunErrorCode.INVALID_RESULT,
                 "The run ended without a valid result.",
@@ -453,7 +453,7 @@ def run_simulation(
         return outcome(
             status_,
             code,
-            message,
+            judged_message,
             result_path=result_path,
             log_tail=outputs.read_log_tail(run_dir.out / LOG_FILE),
             cpu_seconds=float(finished.get("cpu_seconds") or 0.0),

@@ -175,8 +175,8 @@ class SandboxConnection:
                     sent = self.socket.send(data)
                 except BlockingIOError as error:
                     if time.monotonic() > deadline:
-                        message = "the sandbox server does not read its commands"
-                        raise SandboxUnavailable(message) from error
+                        reason = "the sandbox server does not read its commands"
+                        raise SandboxUnavailable(reason) from error
                     select.select([], [self.socket], [], 0.5)
                     continue
                 data = data[sent:]

@@ -55,7 +55,9 @@ def _mib(size: int) -> str:
 def judge(finished: dict[str, Any], out_dir: Path, limits: SandboxLimits) -> Verdict:
     """The run's verdict from the server's report (trusted) and the files it left
     (untrusted: parsed inside `fmuengine.outputs`, any surprise is the model's error)."""
-    kind, value = finished.get("exit_kind"), finished.get("exit_value")
+    kind = finished.get("exit_kind")
+    # The wait status's exit code or signal number (JSON): an int for "exited"/"signaled".
+    value: Any = finished.get("exit_value")
     # A model that exited by itself just before the kill landed is judged as it ended.
     killed_by = finished.get("killed_by") if kind != "exited" else None
     if finished.get("memory_limit") and killed_by != "cancelled":

@@ -346,7 +346,7 @@ class CgroupSupport:
         """Kill and remove every leftover run-* cgroup (for server start); how many went.
         With owner_gone, only those named "<pid>-..." whose process (the monitor that
         made it) is gone: safe while other servers share the parent."""
-        names = set()
+        names: set[str] = set()
         for parent in self.parents:
             with contextlib.suppress(OSError):
                 names.update(

@@ -67,7 +67,11 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _load() -> tuple[str, CgroupSupport | None, frozenset[str], dict[str, str]]:
+# What _load() probed once: the jail mode, cgroups (None without), measures, missing ones.
+_Loaded = tuple[str, CgroupSupport | None, frozenset[str], dict[str, str]]
+
+
+def _load() -> _Loaded:
     """Everything done once, before any connection: imports, probes."""
     # Numerical libraries must not start thread pools in a process that forks per job.
     for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -93,7 +97,7 @@ def _load() -> tuple[str, CgroupSupport | None, frozenset[str], dict[str, str]]:
 def _serve_connection(
     fd: int,
     arguments: argparse.Namespace,
-    loaded: tuple[str, CgroupSupport | None, frozenset[str], dict[str, str]],
+    loaded: _Loaded,
 ) -> None:
     mode, cgroups, measures, missing = loaded
     directory = None
@@ -120,7 +124,7 @@ def _serve_connection(
             directory.close()
 
 
-def _listen(arguments: argparse.Namespace, loaded) -> None:
+def _listen(arguments: argparse.Namespace, loaded: _Loaded) -> None:
     path = arguments.listen
     # Bound under another name and renamed into place once listening: the socket's
     # existence means the daemon is ready (the entrypoint waits for it).

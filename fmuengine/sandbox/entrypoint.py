@@ -56,6 +56,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import NoReturn
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -384,7 +385,7 @@ class _Supervisor:
     command_pid: int = 0
     received: list[int] = field(default_factory=list)
 
-    def on_signal(self, number: int, _frame) -> None:
+    def on_signal(self, number: int, _frame: FrameType | None) -> None:
         self.received.append(number)
         if self.command_pid:
             _send(self.command_pid, number)

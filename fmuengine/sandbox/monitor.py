@@ -38,6 +38,7 @@ from fmuengine.protocol import (
     MODEL_FILE,
     OUT_DIR,
     PARAMS_FILE,
+    REPORTED_FAILURE_EXIT_CODE,
     RESULT_FILE,
     SETUP_FAILED_EXIT_CODE,
     SandboxLimits,
@@ -162,7 +163,7 @@ def _model_process(setup: JailSetup, fds: dict[str, int]) -> NoReturn:
             )
     except BaseException:
         traceback.print_exc()
-        code = simulate.REPORTED_FAILURE_EXIT_CODE
+        code = REPORTED_FAILURE_EXIT_CODE
     os._exit(code)
 
 

@@ -311,7 +311,7 @@ class SandboxServer:
                 lines = buffer.split(b"\n")
                 buffer = lines[-1]
                 for line in lines[:-1]:
-                    message = json.loads(line)
+                    message: dict[str, Any] = json.loads(line)
                     if "pid" not in message:
                         return message
             processes.kill()
