@@ -51,7 +51,7 @@ def support():
 @pytest.fixture
 def runs(support):
     """Make run cgroups with unique names; all removed at the end of the test."""
-    made = []
+    made: list[cgroups.RunCgroup] = []
 
     def make(limits: CgroupLimits, label: str = "r") -> cgroups.RunCgroup:
         run = support.create_run(f"{label}{len(made)}-{os.getpid()}", limits)

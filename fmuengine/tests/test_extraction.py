@@ -8,6 +8,7 @@ import stat
 import struct
 import zipfile
 from pathlib import Path
+from typing import cast
 
 import pytest
 from fmpy.model_description import read_model_description
@@ -171,7 +172,8 @@ def test_writing_stops_at_the_checked_size_whatever_the_reader_returns(tmp_path:
     info.file_size = 100
 
     with pytest.raises(InvalidFMU) as caught:
-        write_entries(EndlessArchive(), [ArchiveEntry(info, info.filename)], tmp_path / "out")
+        archive = cast(zipfile.ZipFile, EndlessArchive())  # only open() is called
+        write_entries(archive, [ArchiveEntry(info, info.filename)], tmp_path / "out")
     assert caught.value.code == "corrupt_zip"
     assert "longer than its declared size" in caught.value.message
     assert (tmp_path / "out" / "resources" / "data.bin").stat().st_size <= 100

@@ -168,7 +168,9 @@ def build_fmu(
     return build_archive(path, list(files.items()), compression)
 
 
-def fmi2_fmu(tmp_path: Path, model_description: str = FMI2_BOUNCING_BALL, **extra) -> Path:
+def fmi2_fmu(
+    tmp_path: Path, model_description: str = FMI2_BOUNCING_BALL, /, **extra: str | bytes
+) -> Path:
     files = {
         "modelDescription.xml": model_description,
         "binaries/linux64/BouncingBall.so": DUMMY_BINARY,
@@ -253,14 +255,12 @@ def test_fmi1_co_simulation_is_recognised_by_its_implementation_element(tmp_path
 
 
 def test_fmi2_summary(tmp_path: Path) -> None:
-    path = fmi2_fmu(
-        tmp_path,
-        **{
-            "binaries/win64/BouncingBall.dll": DUMMY_BINARY,
-            "sources/model.c": "int x;",
-            "documentation/": b"",
-        },
-    )
+    extra: dict[str, str | bytes] = {
+        "binaries/win64/BouncingBall.dll": DUMMY_BINARY,
+        "sources/model.c": "int x;",
+        "documentation/": b"",
+    }
+    path = fmi2_fmu(tmp_path, **extra)
 
     summary = inspect_fmu(path)
 
@@ -575,7 +575,7 @@ def test_an_accepted_name_is_extracted_under_itself(name: str, path: str) -> Non
 # such entries are inspected as two files and extracted as one: the last one written wins. On a
 # case-insensitive file system the same goes for names that differ only in letter case.
 EVIL_DESCRIPTION = FMI2_BOUNCING_BALL.replace('modelName="BouncingBall"', 'modelName="Evil"')
-FMI2_ENTRIES = [
+FMI2_ENTRIES: list[tuple[str, str | bytes]] = [
     ("modelDescription.xml", FMI2_BOUNCING_BALL),
     ("binaries/linux64/BouncingBall.so", DUMMY_BINARY),
 ]

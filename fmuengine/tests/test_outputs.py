@@ -265,7 +265,9 @@ def test_extra_keys_and_shallow_nesting_are_fine(tmp_path):
 
 def test_the_message_is_cleaned(tmp_path):
     message = "  first\x00line\r\n\tsecond \x1b[31mred\x7f \ud800 " + "x" * 1000
-    code, cleaned = report(tmp_path, {"code": "model_error", "message": message})
+    reported = report(tmp_path, {"code": "model_error", "message": message})
+    assert reported is not None
+    code, cleaned = reported
 
     assert code == "model_error"
     assert cleaned.startswith("first line second [31mred \ufffd xxx")
@@ -322,7 +324,12 @@ def test_deep_nesting_is_refused_before_json_loads_sees_it(tmp_path, monkeypatch
     """Not merely a RecursionError caught afterwards: json.loads never recurses deeply."""
     parsed: list[str] = []
     loads = json.loads
-    monkeypatch.setattr(json, "loads", lambda text: parsed.append(text) or loads(text))
+
+    def recording_loads(text):
+        parsed.append(text)
+        return loads(text)
+
+    monkeypatch.setattr(json, "loads", recording_loads)
 
     assert report(tmp_path, b"[" * 2000 + b"]" * 2000) is None
     assert report(tmp_path, b"{" * 2000) is None
@@ -449,6 +456,7 @@ def test_random_outputs_never_raise_anything_else(npy, error_json, log):
             except InvalidModelOutput as error:
                 assert error.reason
             else:
+                assert result.dtype.names is not None
                 assert result.dtype.names[0] == "time"
             parsed = read_error_report(run_dir / ERROR_FILE, allowed_codes=CODES)
             assert parsed is None or (parsed[0] in CODES and len(parsed[1]) <= 500)

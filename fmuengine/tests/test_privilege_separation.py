@@ -80,6 +80,7 @@ def daemon():
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
+    assert process.stderr is not None
     deadline = time.monotonic() + 30
     while not socket_path.exists():
         assert process.poll() is None, process.stderr.read().decode()

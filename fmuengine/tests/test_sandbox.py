@@ -15,13 +15,14 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import fmpy
 import numpy as np
 import psutil
 import pytest
 
-from fmuengine import runner
+from fmuengine import runner, sandbox_client
 from fmuengine.runner import SandboxLimits, SandboxOutcome, isolation_level, run_simulation
 from fmuengine.sandbox.isolation import python_library_dirs
 from fmuengine.tests.fmus.build import TEST_MODELS
@@ -61,7 +62,7 @@ def secret_in_worker_environment():
 def slot_uids_of_this_test_process():
     """Slot uids no other process uses, so that checks for leftover processes are not
     confused by sandbox runs of concurrent test processes."""
-    previous = runner._settings.slot_uid_base
+    previous = sandbox_client.settings.slot_uid_base
     runner.configure(
         slot_uid_base=runner.DEFAULT_SLOT_UID_BASE
         + 1_000_000
@@ -94,6 +95,7 @@ def load_result(outcome: SandboxOutcome) -> np.ndarray:
 
 def assert_same_result(sandboxed: np.ndarray, direct: np.ndarray) -> None:
     assert sandboxed.dtype.names == direct.dtype.names
+    assert direct.dtype.names is not None
     assert len(sandboxed) == len(direct)
     for name in direct.dtype.names:
         np.testing.assert_allclose(sandboxed[name], direct[name], rtol=0, atol=1e-9)
@@ -116,7 +118,7 @@ def assert_failed(outcome: SandboxOutcome, status: str, error_code: str) -> None
 def slot_processes(settle_seconds: float = 2.0) -> list[psutil.Process]:
     """Live processes under a sandbox slot uid, after letting kills settle. Zombies do
     not count: a model process orphaned by a killed server is reaped by the host's init."""
-    first = runner._settings.slot_uid_base
+    first = sandbox_client.settings.slot_uid_base
     deadline = time.monotonic() + settle_seconds
     while True:
         remaining = [
@@ -174,7 +176,10 @@ def test_fmi1_bouncing_ball_result_equals_fmpy(fmu_paths):
     [("ModelExchange", "CVode"), ("ModelExchange", "Euler"), ("CoSimulation", None)],
 )
 def test_inputs_and_start_values_result_equals_fmpy(fmu_paths, fmi_type, solver):
-    table = {"columns": ["time", "u"], "rows": [[0, 0], [0.5, 0], [0.5, 1], [1.0, 3], [2, 3]]}
+    table: dict[str, Any] = {
+        "columns": ["time", "u"],
+        "rows": [[0, 0], [0.5, 0], [0.5, 1], [1.0, 3], [2, 3]],
+    }
     params = {
         "fmi_type": fmi_type,
         "start_time": 0.0,
@@ -196,7 +201,7 @@ def test_inputs_and_start_values_result_equals_fmpy(fmu_paths, fmi_type, solver)
     )
     direct = fmpy.simulate_fmu(str(fmu_paths["inputs_params"]), **{**params, "input": input_array})
     assert_same_result(sandboxed, direct)
-    assert set(sandboxed.dtype.names) == {"time", "y", "u"}
+    assert set(sandboxed.dtype.names or ()) == {"time", "y", "u"}
     assert sandboxed["y"][0] == pytest.approx(0.25)
 
 
@@ -248,7 +253,7 @@ def test_a_run_cannot_change_the_extracted_copy_the_next_run_gets(fmu_paths):
         assert "Read-only file system" in outcome.log_tail
         outcome.cleanup()
     assert outcomes[1].model_cache == "hit"
-    extracted = list((runner._settings.run_root / "models").glob(f"*/{sha256_of(fmu)}"))
+    extracted = list((sandbox_client.settings.run_root / "models").glob(f"*/{sha256_of(fmu)}"))
     assert extracted
     for copy in extracted:
         assert not list(copy.rglob("tampered.txt"))
@@ -324,13 +329,13 @@ def test_an_fmu_the_server_cannot_prepare_is_reported_by_the_run_as_before(tmp_p
 @namespaces_only
 def test_a_new_server_removes_what_a_killed_server_left_behind(fmu_paths):
     run(fmu_paths["bouncing_ball"]).cleanup()
-    models_root = runner._settings.run_root / "models"
+    models_root = sandbox_client.settings.run_root / "models"
     abandoned = models_root / "server-1-deadbeef"
     abandoned.mkdir()
     (abandoned / ".lock").touch()
     (abandoned / ("0" * 64)).mkdir()
 
-    connection = runner.SandboxConnection()
+    connection = sandbox_client.SandboxConnection()
     connection.kill()
 
     assert not abandoned.exists()
@@ -357,13 +362,15 @@ def waiting_spare_of(server_pid: int, timeout: float = 10.0) -> psutil.Process:
 
 @namespaces_only
 def test_a_run_gets_the_process_forked_ahead_for_it_and_never_a_used_one(fmu_paths):
-    server = runner.connection_pool.take()
-    runner.connection_pool.give_back(server)
+    server = sandbox_client.connection_pool.take()
+    sandbox_client.connection_pool.give_back(server)
+    assert server.process is not None
+    server_pid = server.process.pid
     model_pids: list[int] = []
 
     def note_model_pid() -> bool:
-        first = runner._settings.slot_uid_base
-        for process in psutil.Process(server.process.pid).children(recursive=True):
+        first = sandbox_client.settings.slot_uid_base
+        for process in psutil.Process(server_pid).children(recursive=True):
             with contextlib.suppress(psutil.Error):
                 if first <= process.uids().real < first + runner.DEFAULT_SLOT_COUNT:
                     model_pids.append(process.pid)
@@ -373,7 +380,7 @@ def test_a_run_gets_the_process_forked_ahead_for_it_and_never_a_used_one(fmu_pat
     run(fmu_paths["endless_loop"], limits=short)  # prepared now: a miss takes a spare too
     spares = []
     for _ in range(2):
-        spares.append(waiting_spare_of(server.process.pid).pid)
+        spares.append(waiting_spare_of(server_pid).pid)
         outcome = run(
             fmu_paths["endless_loop"],
             limits=SandboxLimits(**{**HOSTILE_LIMITS.__dict__, "wall_timeout_seconds": 1}),
@@ -387,7 +394,8 @@ def test_a_run_gets_the_process_forked_ahead_for_it_and_never_a_used_one(fmu_pat
 
 @namespaces_only
 def test_a_stopped_server_leaves_no_spare_behind():
-    server = runner.SandboxConnection()
+    server = sandbox_client.SandboxConnection()
+    assert server.process is not None
     spare = waiting_spare_of(server.process.pid)
     monitor = psutil.Process(spare.ppid())
 
@@ -606,7 +614,7 @@ def test_a_dead_sandbox_server_is_a_platform_error_and_is_replaced(fmu_paths):
     def kill_sandbox_server() -> bool:
         """Kill the server running this job: the one with a process under a slot uid
         (idle servers have at most a spare, which waits as root)."""
-        first = runner._settings.slot_uid_base
+        first = sandbox_client.settings.slot_uid_base
         if not killed:
             for child in psutil.Process().children():
                 with contextlib.suppress(psutil.Error):
@@ -632,7 +640,7 @@ def test_a_dead_sandbox_server_is_a_platform_error_and_is_replaced(fmu_paths):
 
 
 def test_no_run_starts_while_the_run_root_has_less_free_disk_than_the_threshold(fmu_paths):
-    previous = runner._settings.min_free_disk_bytes
+    previous = sandbox_client.settings.min_free_disk_bytes
     runner.configure(min_free_disk_bytes=1 << 60)
     try:
         status = runner.sandbox_status()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fmuengine import runner
+from fmuengine import runner, sandbox_client
 from fmuengine.runner import SandboxLimits, SandboxOutcome, isolation_level
 from fmuengine.tests.fmus.build import TEST_MODELS, build_fmu
 from fmuengine.tests.test_sandbox import load_result, run, sha256_of, shifted, slot_processes
@@ -44,7 +44,7 @@ SMALL_DISK = SandboxLimits(
 @pytest.fixture(scope="module", autouse=True)
 def run_root_of_this_module(tmp_path_factory):
     """A run root no other test process uses, so "nothing left" means this run's."""
-    previous = runner._settings.run_root
+    previous = sandbox_client.settings.run_root
     runner.configure(run_root=tmp_path_factory.mktemp("runs") / "sandbox")
     yield
     runner.configure(run_root=previous)
@@ -150,7 +150,7 @@ def test_memfd_create_itself_is_refused_inside_the_sandbox(fmu_paths):
 def leftovers() -> list[str]:
     """What runs left under the run root and the sandbox's state (the cache's prepared
     models and the live servers' own dirs excepted), and scratch mounts on the host."""
-    root = runner._settings.run_root
+    root = sandbox_client.settings.run_root
     found = [entry.name for entry in root.iterdir() if entry.name.startswith("run-")]
     for server_dir in (root / "models").glob("server-*"):
         for scratch in (server_dir / "scratch", server_dir / "root"):
@@ -165,7 +165,7 @@ def leftovers() -> list[str]:
     [(1, "disk_fill: stopped after"), (2, "disk_fill: tree stopped at level")],
 )
 def test_a_run_is_stopped_at_its_disk_quota_and_leaves_nothing_on_disk(fmu_paths, how, log_line):
-    free_before = os.statvfs(runner._settings.run_root).f_bavail
+    free_before = os.statvfs(sandbox_client.settings.run_root).f_bavail
 
     outcome = run(fmu_paths["disk_fill"], {"start_values": {"how": how}}, SMALL_DISK)
 
@@ -179,8 +179,8 @@ def test_a_run_is_stopped_at_its_disk_quota_and_leaves_nothing_on_disk(fmu_paths
         files = int(outcome.log_tail.split("stopped after ")[1].split()[0])
         assert files <= 64 // 15  # 15 MB each: the quota, not the file size limit, stopped it
     assert leftovers() == []
-    free_after = os.statvfs(runner._settings.run_root).f_bavail
-    block = os.statvfs(runner._settings.run_root).f_frsize
+    free_after = os.statvfs(sandbox_client.settings.run_root).f_bavail
+    block = os.statvfs(sandbox_client.settings.run_root).f_frsize
     assert (free_before - free_after) * block < 32 << 20  # nothing of it is on the host's disk
 
 

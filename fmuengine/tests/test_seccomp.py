@@ -128,7 +128,7 @@ INPUTS_PARAMS = {
     "input": INPUT_TABLE,
     "output": ["y", "u"],
 }
-GOOD_RUNS = {
+GOOD_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
     "bouncing_ball CS": ("bouncing_ball", {"fmi_type": "CoSimulation"}),
     "bouncing_ball ME": ("bouncing_ball", {"fmi_type": "ModelExchange"}),
     "bouncing_ball1": (
@@ -284,8 +284,8 @@ def test_only_unix_sockets_can_be_created():
         "AF_PACKET": (socket.AF_PACKET, socket.SOCK_RAW),
     }
 
-    def create_each() -> dict[str, int]:
-        results = {}
+    def create_each() -> dict[str, int | None]:
+        results: dict[str, int | None] = {}
         for label, (family, kind) in kinds.items():
             try:
                 socket.socket(family, kind).close()
