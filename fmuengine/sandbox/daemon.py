@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from fmuengine.protocol import Measure, describe_measures
+from fmuengine.sandbox import seccomp
 from fmuengine.sandbox.cgroups import CgroupSupport, cgroup_unavailable_reason, detect_cgroups
 from fmuengine.sandbox.isolation import probe_measures, probe_mode, python_library_dirs
 from fmuengine.sandbox.model_cache import ServerDirectory
@@ -87,6 +88,8 @@ def _load() -> _Loaded:
         # What monitors killed with their server left (their owner pid is in the name).
         cgroups.sweep(owner_gone=True)
     measures, missing = probe_measures(mode, reason)
+    if Measure.SECCOMP in measures:
+        seccomp.prepare_seccomp_filter()  # built once, inherited by every job
     # Keep the garbage collector of every forked job off the server's objects: each
     # page it touches would be copied (copy-on-write) and cost time.
     gc.collect()
@@ -110,6 +113,8 @@ def _serve_connection(
         scratch_point=directory.scratch_point if directory else None,
         cgroups=cgroups,
         seccomp=Measure.SECCOMP in measures,
+        cgroup_pool_dir=directory.cgroup_locks if directory else None,
+        server_pid=os.getpid(),
     )
     config = ServerConfig(
         run_root=arguments.run_root,
@@ -120,6 +125,8 @@ def _serve_connection(
     try:
         server.serve()
     finally:
+        if cgroups is not None:
+            cgroups.sweep(owner_gone=True, owner=os.getpid())
         if directory is not None:
             directory.close()
 

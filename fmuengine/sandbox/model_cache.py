@@ -48,8 +48,9 @@ class ServerDirectory:
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         self.root_point = os.path.join(self.path, "root")
         self.scratch_point = os.path.join(self.path, "scratch")
-        os.mkdir(self.root_point, 0o700)
-        os.mkdir(self.scratch_point, 0o700)
+        self.cgroup_locks = os.path.join(self.path, "cgroups")
+        for point in (self.root_point, self.scratch_point, self.cgroup_locks):
+            os.mkdir(point, 0o700)
 
     @staticmethod
     def _remove_if_abandoned(directory: str) -> None:

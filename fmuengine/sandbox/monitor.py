@@ -20,6 +20,7 @@ own words (error.json, progress) are not.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import select
@@ -75,6 +76,9 @@ class JailSetup:
     scratch_point: str | None = None  # an empty host dir each spare mounts its tmpfs on
     cgroups: CgroupSupport | None = None
     seccomp: bool = False
+    # Lock files of the server's reusable job cgroups, named "<server pid>-pool<k>".
+    cgroup_pool_dir: str | None = None
+    server_pid: int = 0
 
     @property
     def namespaces(self) -> bool:
@@ -273,11 +277,9 @@ def run_monitor(setup: JailSetup, fds: dict[str, int]) -> NoReturn:
             os.close(fds.pop(name))
         cgroup = None
         if setup.cgroups is not None:
-            # Made and joined now, while no job waits: moving a process into a cgroup
+            # Taken and joined now, while no job waits: moving a process into a cgroup
             # took 7-23 ms on cgroup v1 here. The job's own caps are written later.
-            cgroup = setup.cgroups.create_run(
-                f"{os.getpid()}-{os.urandom(3).hex()}", SPARE_CGROUP_LIMITS
-            )
+            cgroup = _take_cgroup(setup)
             cgroup.add(pid)
         _monitor_job(setup, fds, pid, cgroup)
     except BaseException as error:
@@ -287,43 +289,73 @@ def run_monitor(setup: JailSetup, fds: dict[str, int]) -> NoReturn:
     os._exit(0)
 
 
+CGROUP_POOL_SIZE = 4  # a server has at most a running job, a preparation and a spare
+
+
+def _take_cgroup(setup: JailSetup) -> RunCgroup:
+    """One of the server's reusable cgroups (flocked by this monitor until it exits:
+    the lock goes with the process), or a cgroup of its own when none is free."""
+    assert setup.cgroups is not None
+    if setup.cgroup_pool_dir is not None:
+        for number in range(CGROUP_POOL_SIZE):
+            path = os.path.join(setup.cgroup_pool_dir, f"{number}.lock")
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            name = f"{setup.server_pid}-pool{number}"
+            return setup.cgroups.reuse_or_create(name, SPARE_CGROUP_LIMITS)
+    return setup.cgroups.create_run(f"{os.getpid()}-{os.urandom(3).hex()}", SPARE_CGROUP_LIMITS)
+
+
+def _pooled(cgroup: RunCgroup) -> bool:
+    return "-pool" in cgroup.name
+
+
 def _monitor_job(setup: JailSetup, fds: dict[str, int], pid: int, cgroup: RunCgroup | None) -> None:
     line = read_line(fds["request_r"])
     if line is None:  # the server discards this spare
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-        if cgroup is not None:
+        if cgroup is not None and not _pooled(cgroup):
             cgroup.remove()
         return
     os.close(fds.pop("request_r"))
     job = Job.from_json(json.loads(line))
+    baseline: tuple[int, float | None] | None = None
     try:
         work = _prepare_work_dir(setup, job)
         if cgroup is not None:
-            cgroup.set_limits(
+            cgroup.set_job_limits(
                 CgroupLimits(
                     memory_bytes=job.limits.memory_bytes,
                     max_processes=job.limits.max_processes,
                     cpus=job.limits.cpus,
                 )
             )
+            cgroup.reset_peak()
+            baseline = (cgroup.oom_kills(), cgroup.cpu_seconds())
         write_line(fds["job_w"], job.to_json())
         os.close(fds.pop("job_w"))
         write_line(fds["status_w"], {"pid": pid})
-        _, status, usage = _wait(pid, cgroup)
+        _, status, usage = _wait(pid, cgroup, baseline)
         report: dict[str, Any] = {
             "status": status,
             "cpu_seconds": usage.ru_utime + usage.ru_stime,
             "max_rss_bytes": usage.ru_maxrss * 1024,
         }
-        if cgroup is not None:
+        if cgroup is not None and baseline is not None:
             cgroup.kill_all()  # what the model left (with a PID namespace: nothing)
             measured = cgroup.usage()
-            report["oom_kills"] = measured.oom_kills
+            report["oom_kills"] = measured.oom_kills - baseline[0]
             report["memory_limit_hits"] = measured.memory_limit_hits
-            if measured.cpu_seconds is not None:
-                report["cpu_seconds"] = max(report["cpu_seconds"], measured.cpu_seconds)
+            if measured.cpu_seconds is not None and baseline[1] is not None:
+                report["cpu_seconds"] = max(
+                    report["cpu_seconds"], measured.cpu_seconds - baseline[1]
+                )
         elif setup.mode == ISOLATION_NONE:
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)  # its process group (it called setsid)
@@ -338,12 +370,17 @@ def _monitor_job(setup: JailSetup, fds: dict[str, int], pid: int, cgroup: RunCgr
         write_line(fds["status_w"], report)
     finally:
         if cgroup is not None:
-            cgroup.remove()
+            if _pooled(cgroup):
+                cgroup.kill_all()
+            else:
+                cgroup.remove()
         if not setup.namespaces:
             remove_tree(os.path.join(job.run_dir, WORK_DIR))
 
 
-def _wait(pid: int, cgroup: RunCgroup | None) -> tuple[int, int, Any]:
+def _wait(
+    pid: int, cgroup: RunCgroup | None, baseline: tuple[int, float | None] | None
+) -> tuple[int, int, Any]:
     """wait4 the model process; meanwhile, an OOM kill in its cgroup ends the whole run
     at once (cgroup v1 kills one process only, and a model whose child was killed could
     otherwise wait for it until the wall-clock limit)."""
@@ -353,7 +390,7 @@ def _wait(pid: int, cgroup: RunCgroup | None) -> tuple[int, int, Any]:
             poller = select.poll()
             poller.register(pidfd, select.POLLIN)
             while not poller.poll(OOM_POLL_MILLISECONDS):
-                if cgroup.usage().oom_kills:
+                if cgroup.oom_kills() > (baseline[0] if baseline else 0):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)  # PID 1 of the run: all of it
                     break

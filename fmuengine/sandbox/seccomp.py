@@ -274,6 +274,24 @@ class _SockFprog(ctypes.Structure):
     _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter)))
 
 
+_prepared: tuple[ctypes.CDLL, _SockFprog, ctypes.Array[_SockFilter]] | None = None
+
+
+def prepare_seccomp_filter() -> tuple[ctypes.CDLL, _SockFprog]:
+    """Build the program once per process (the server calls this before it forks, so
+    every job's model process only makes the prctl call: building it in Python took
+    about a millisecond per run). Raises OSError(ENOSYS) on an unknown machine."""
+    global _prepared
+    if _prepared is None:
+        machine = platform.machine()
+        if machine not in AUDIT_ARCHES:
+            raise OSError(errno.ENOSYS, f"no seccomp filter for the {machine} architecture")
+        program = build_program(machine)
+        filters = (_SockFilter * len(program))(*(_SockFilter(*line) for line in program))
+        _prepared = (ctypes.CDLL(None, use_errno=True), _SockFprog(len(program), filters), filters)
+    return _prepared[0], _prepared[1]
+
+
 def install_seccomp_filter() -> None:
     """Install the filter on the calling thread and every process it starts later.
 
@@ -281,13 +299,7 @@ def install_seccomp_filter() -> None:
     forked process is): threads that already exist keep running unfiltered.
     Raises OSError(ENOSYS) on an architecture without tables, OSError from prctl.
     """
-    machine = platform.machine()
-    if machine not in AUDIT_ARCHES:
-        raise OSError(errno.ENOSYS, f"no seccomp filter for the {machine} architecture")
-    program = build_program(machine)
-    filters = (_SockFilter * len(program))(*(_SockFilter(*line) for line in program))
-    fprog = _SockFprog(len(program), filters)
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc, fprog = prepare_seccomp_filter()
     zero = ctypes.c_ulong(0)
     mode = ctypes.c_ulong(SECCOMP_MODE_FILTER)
     if libc.prctl(ctypes.c_int(PR_SET_SECCOMP), mode, ctypes.byref(fprog), zero, zero) != 0:

@@ -158,8 +158,8 @@ class SandboxServer:
                     self.read_progress()
             self.flush()
             self.enforce_deadline()
-            if self.run is None:
-                self.prepare_spare()
+            # Also while a run runs: the next one then finds its processes ready.
+            self.prepare_spare()
         self.discard_spare()
         self.zygote.stop()
 
@@ -370,7 +370,8 @@ class SandboxServer:
 
     def read_status(self) -> None:
         run = self.run
-        assert run is not None
+        if run is None:  # ended by an earlier event of the same select()
+            return
         try:
             chunk = os.read(run.processes.status_fd, 65536)
         except BlockingIOError:
@@ -396,7 +397,8 @@ class SandboxServer:
 
     def read_progress(self) -> None:
         run = self.run
-        assert run is not None
+        if run is None:  # ended by an earlier event of the same select()
+            return
         try:
             chunk = os.read(run.processes.progress_fd, 65536)
         except BlockingIOError:

@@ -484,7 +484,8 @@ def test_endless_loop_times_out_on_the_wall_clock(fmu_paths):
     assert_failed(outcome, "timed_out", "timeout")
     assert HOSTILE_LIMITS.wall_timeout_seconds <= time.monotonic() - started < 4
     assert "endless_loop: entering an endless loop" in outcome.log_tail
-    assert outcome.cpu_seconds > 1
+    # Its CPU time until the kill is measured (a share of one CPU on a busy 2-core box).
+    assert outcome.cpu_seconds > 0.2 * HOSTILE_LIMITS.wall_timeout_seconds
     assert slot_processes() == []
     assert_good_job_still_runs(fmu_paths)
 
