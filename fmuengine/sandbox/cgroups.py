@@ -252,7 +252,17 @@ class RunCgroup:
         """Forget the previous job's peak and failure counts (a reused cgroup). Best
         effort: counters the kernel does not let us reset are compared as deltas."""
         memory = self.dirs["memory"]
-        names = ("memory.peak",) if self.version == 2 else ("memory.max_usage_in_bytes",)
+        # A stale failcnt would make a later job's SIGKILL look like a memory kill.
+        names = (
+            ("memory.peak",)
+            if self.version == 2
+            else (
+                "memory.max_usage_in_bytes",
+                "memory.memsw.max_usage_in_bytes",
+                "memory.failcnt",
+                "memory.memsw.failcnt",
+            )
+        )
         for name in names:
             with contextlib.suppress(OSError):
                 _write(memory / name, "0")
