@@ -1,7 +1,9 @@
-"""Operators: payments, the ledger and credit packs; grant credits, refund runs, void tokens.
+"""Operators: payments, the ledger and credit packs; grant credits, void tokens, refund money.
 
 Payments and ledger rows are records of money: they are never edited or deleted here.
 Every change goes through billing.services and leaves a ledger row or a payment note.
+The actions that give a run's charge back act on runs, so simulations/admin.py adds
+them to these two pages (billing never imports simulations).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
 from billing import selectors, services
-from billing.models import CreditPack, LedgerEntry, LedgerKind, Payment
-from fmugateway.problems import DomainError
+from billing.models import CreditPack, LedgerEntry, Payment
+from core.errors import DomainError
 
 
 @admin.register(CreditPack)
@@ -62,7 +64,7 @@ class PaymentAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     list_select_related = ("user", "credit_pack")
     inlines = [LedgerEntryInline]
-    actions = ["void_tokens", "refund_token_runs", "refund_in_stripe"]
+    actions = ["void_tokens", "refund_in_stripe"]
     fields = (
         "id",
         "user",
@@ -122,16 +124,6 @@ class PaymentAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"{payment.pk}: token voided.", messages.SUCCESS)
 
-    @admin.action(description="Refund the run paid with this token (as a credit)")
-    def refund_token_runs(self, request: HttpRequest, queryset: QuerySet[Payment]) -> None:
-        for payment in queryset.select_related("simulation"):
-            if payment.simulation is None:
-                self.message_user(
-                    request, f"{payment.pk}: its token has paid for no run.", messages.WARNING
-                )
-                continue
-            _refund_run(self, request, payment.simulation)
-
     @admin.action(description="Refund the money in Stripe (records follow its webhook)")
     def refund_in_stripe(self, request: HttpRequest, queryset: QuerySet[Payment]) -> None:
         for payment in queryset:
@@ -181,7 +173,6 @@ class LedgerEntryAdmin(admin.ModelAdmin):
     list_select_related = ("user", "simulation", "payment")
     date_hierarchy = "created_at"
     raw_id_fields = ("user",)
-    actions = ["refund_runs"]
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
@@ -235,24 +226,3 @@ class LedgerEntryAdmin(admin.ModelAdmin):
     def add_view(self, request, form_url="", extra_context=None):
         extra_context = {**(extra_context or {}), "title": "Grant or revoke credits"}
         return super().add_view(request, form_url, extra_context)
-
-    @admin.action(description="Refund the run charged by this entry")
-    def refund_runs(self, request: HttpRequest, queryset: QuerySet[LedgerEntry]) -> None:
-        for entry in queryset.select_related("simulation"):
-            if entry.kind != LedgerKind.CHARGE or entry.simulation is None:
-                self.message_user(
-                    request, f"Entry {entry.pk} is not a run's charge.", messages.WARNING
-                )
-                continue
-            _refund_run(self, request, entry.simulation)
-
-
-def _refund_run(model_admin: admin.ModelAdmin, request: HttpRequest, simulation) -> None:
-    try:
-        services.run_charge_refund(
-            simulation=simulation, reason="refunded in the admin", operator=request.user
-        )
-    except DomainError as exc:
-        model_admin.message_user(request, f"Run {simulation.pk}: {exc.detail}", messages.WARNING)
-    else:
-        model_admin.message_user(request, f"Run {simulation.pk}: refunded.", messages.SUCCESS)

@@ -1,8 +1,17 @@
+"""Operators: models, runs and workers; and the billing pages' actions that refund a run.
+
+Refunding a run's charge locks and saves the run, so those actions live here, on
+subclasses of billing's Payment and LedgerEntry pages registered in their place: the
+pages, URLs and action names stay billing's, and billing never imports simulations.
+"""
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from fmugateway.problems import DomainError
+from billing import admin as billing_admin
+from billing.models import LedgerEntry, LedgerKind, Payment
+from core.errors import DomainError
 from simulations import services
 from simulations.models import Model, Simulation, WorkerStatus
 
@@ -118,3 +127,51 @@ class WorkerStatusAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+# --- runs refunded from billing's pages --------------------------------------------------------
+
+
+admin.site.unregister(Payment)
+admin.site.unregister(LedgerEntry)
+
+
+@admin.register(Payment)
+class PaymentAdmin(billing_admin.PaymentAdmin):
+    actions = ["void_tokens", "refund_token_runs", "refund_in_stripe"]
+
+    @admin.action(description="Refund the run paid with this token (as a credit)")
+    def refund_token_runs(self, request: HttpRequest, queryset: QuerySet[Payment]) -> None:
+        for payment in queryset.select_related("simulation"):
+            if payment.simulation is None:
+                self.message_user(
+                    request, f"{payment.pk}: its token has paid for no run.", messages.WARNING
+                )
+                continue
+            _refund_run(self, request, payment.simulation)
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(billing_admin.LedgerEntryAdmin):
+    actions = ["refund_runs"]
+
+    @admin.action(description="Refund the run charged by this entry")
+    def refund_runs(self, request: HttpRequest, queryset: QuerySet[LedgerEntry]) -> None:
+        for entry in queryset.select_related("simulation"):
+            if entry.kind != LedgerKind.CHARGE or entry.simulation is None:
+                self.message_user(
+                    request, f"Entry {entry.pk} is not a run's charge.", messages.WARNING
+                )
+                continue
+            _refund_run(self, request, entry.simulation)
+
+
+def _refund_run(model_admin: admin.ModelAdmin, request: HttpRequest, simulation) -> None:
+    try:
+        services.simulation_refund(
+            simulation=simulation, reason="refunded in the admin", operator=request.user
+        )
+    except DomainError as exc:
+        model_admin.message_user(request, f"Run {simulation.pk}: {exc.detail}", messages.WARNING)
+    else:
+        model_admin.message_user(request, f"Run {simulation.pk}: refunded.", messages.SUCCESS)

@@ -20,16 +20,17 @@ from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from billing.charges import Charge, ChargeKind
 from billing.services import (
     PaymentRequired,
-    charge_for_run,
-    refund_run_charge,
+    run_charge_give_back,
     run_charge_link,
+    run_charge_take,
     run_payment_request,
 )
+from core.errors import DomainError
 from fmuengine import runner
 from fmuengine.inspection import FMULimits, InvalidFMU, inspect_fmu
-from fmugateway.problems import DomainError
 from simulations.models import FINISHED_STATUSES, Model, Simulation, SimulationStatus
 from simulations.notifications import publish_simulation_finished
 from simulations.params import simulation_params
@@ -206,7 +207,7 @@ def simulation_create(
     params = simulation_params(model=model, request=request)
     try:
         with transaction.atomic():
-            charge = charge_for_run(user=owner, payment_token=payment_token)
+            charge = run_charge_take(user=owner, payment_token=payment_token)
             simulation = Simulation.objects.create(
                 owner=owner,
                 model=model,
@@ -214,7 +215,7 @@ def simulation_create(
                 params=params,
                 idempotency_key=idempotency_key or None,
                 request_fingerprint=fingerprint,
-                charge=charge,
+                charge=charge.to_json(),
             )
             run_charge_link(charge=charge, simulation=simulation)
             _model_mark_used(model)
@@ -264,7 +265,9 @@ def simulation_cancel(*, simulation: Simulation) -> Simulation:
             locked.cancel_requested_at = now
             locked.error_code = "cancelled"
             locked.error_message = "Cancelled before it started."
-            locked.charge = refund_run_charge(charge=locked.charge, reason="cancelled before start")
+            locked.charge = run_charge_give_back(
+                charge=Charge.from_json(locked.charge), reason="cancelled before start"
+            ).to_json()
             locked.save()
             _announce_finished(locked.pk)
         elif locked.status == SimulationStatus.RUNNING:
@@ -288,10 +291,30 @@ def simulation_retry(*, simulation: Simulation) -> Simulation:
             model=simulation.model,
             model_name=simulation.model_name,
             params=simulation.params,
-            charge={"kind": "free", "reason": f"operator retry of {simulation.pk}"},
+            charge=Charge(
+                kind=ChargeKind.FREE, reason=f"operator retry of {simulation.pk}"
+            ).to_json(),
         )
         transaction.on_commit(lambda: _enqueue(retry.pk))
     return retry
+
+
+def simulation_refund(*, simulation: Simulation, reason: str, operator) -> Simulation:
+    """An operator gives a finished run's charge back (e.g. a model failure that was ours)."""
+    with transaction.atomic():
+        locked = Simulation.objects.select_for_update().get(pk=simulation.pk)
+        charge = Charge.from_json(locked.charge)
+        if not charge.is_paid:
+            raise SimulationConflict("This run was free: there is nothing to refund.")
+        if charge.refunded:
+            raise SimulationConflict("This run's charge has already been given back.")
+        if not locked.is_finished:
+            raise SimulationConflict("Only a finished run can be refunded; cancel it instead.")
+        locked.charge = run_charge_give_back(
+            charge=charge, reason=f"operator: {reason}", operator=operator
+        ).to_json()
+        locked.save(update_fields=["charge"])
+    return locked
 
 
 # --- executing runs (Celery worker) ----------------------------------------------------------
@@ -500,14 +523,15 @@ def _finish_with_platform_fault(
         locked.error_code = error_code
         locked.error_message = message
         locked.lease_expires_at = None
-        charge = locked.charge
-        locked.charge = refund_run_charge(charge=charge, reason=error_code)
-        if locked.charge.get("refunded") and not charge.get("refunded"):
+        charge = Charge.from_json(locked.charge)
+        given_back = run_charge_give_back(charge=charge, reason=error_code)
+        locked.charge = given_back.to_json()
+        if given_back.refunded and not charge.refunded:
             outcome = "its charge is refunded"
-        elif charge.get("refunded"):
+        elif charge.refunded:
             outcome = "its charge was refunded already"
         else:
-            outcome = f"nothing to refund ({charge.get('kind', 'no charge')})"
+            outcome = f"nothing to refund ({charge.kind or 'no charge'})"
         locked.save()
         _announce_finished(locked.pk)
     # Once its transaction is done: a rolled-back refund is not reported as one.

@@ -153,10 +153,11 @@ def test_a_charge_is_refunded_at_most_once(api_client, bouncing_ball, billing_on
     run = api_client.post(SIMULATIONS_URL, run_request(bouncing_ball), format="json").json()
     simulation = Simulation.objects.get(pk=run["id"])
 
-    from billing.services import refund_run_charge
+    from billing.charges import Charge
+    from billing.services import run_charge_give_back
 
-    once = refund_run_charge(charge=simulation.charge, reason="first")
-    twice = refund_run_charge(charge=once, reason="again")
+    once = run_charge_give_back(charge=Charge.from_json(simulation.charge), reason="first")
+    twice = run_charge_give_back(charge=once, reason="again")
 
     assert twice == once
     with pytest.raises(IntegrityError):

@@ -47,7 +47,7 @@ def test_a_platform_fault_refund_is_logged_with_run_error_code_and_message(
     ledger = [
         record
         for record in caplog.records
-        if record.name == "billing.services" and run_id in record.getMessage()
+        if record.name == "billing.services.run_charges" and run_id in record.getMessage()
     ]
     assert [record.levelno for record in ledger] == [logging.WARNING]
     assert "worker_lost" in ledger[0].getMessage()
@@ -64,7 +64,7 @@ def test_a_cancel_before_start_refund_is_logged_with_its_reason(
     with caplog.at_level(logging.WARNING):
         api_client.post(f"/api/v1/simulations/{run_id}/cancel")
 
-    (record,) = [r for r in caplog.records if r.name == "billing.services"]
+    (record,) = [r for r in caplog.records if r.name == "billing.services.run_charges"]
     assert record.levelno == logging.WARNING
     assert run_id in record.getMessage()
     assert "cancelled before start" in record.getMessage()

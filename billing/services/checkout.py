@@ -1,0 +1,136 @@
+"""The 402 and Stripe Checkout: what a caller is sent to pay, for one run or a credit pack.
+
+Payments and their Checkout Sessions are made outside any run's transaction, so they
+survive the refusal that asked for them; the account row lock makes concurrent requests
+of one account share one open Checkout Session instead of opening one each.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from billing import selectors, stripe_api
+from billing.locks import lock_account
+from billing.models import CreditPack, Payment, PaymentPurpose, PaymentStatus
+from billing.services.common import price_text
+from billing.services.errors import BillingConflict, PaymentRequired
+
+# A 402 reuses the open Payment only while its Checkout Session has this long left,
+# so nobody is sent to a checkout page that closes while they type their card number.
+OPEN_PAYMENT_MIN_REMAINING = timedelta(minutes=5)
+
+
+def run_payment_request(*, user, refused: PaymentRequired) -> PaymentRequired:
+    """The complete 402 for a refused run: reuses the account's open Payment or makes one.
+
+    Called after the run's transaction has rolled back, so the Checkout Session and the
+    Payment row survive the refusal.
+    """
+    payment = run_payment_open_or_create(user=user)
+    return PaymentRequired(
+        f"{refused.detail} Pay {price_text()} at payment.checkout_url, then retry the same "
+        "request with the header 'Payment-Token: <token>' (the token appears at "
+        "payment.status_url once paid), or buy credits at credit_packs_url.",
+        price=selectors.simulation_price(),
+        payment={
+            "id": str(payment.pk),
+            "checkout_url": payment.checkout_url,
+            "expires_at": payment.expires_at.isoformat().replace("+00:00", "Z"),
+            "status_url": reverse("api-payment", args=[payment.pk]),
+            "token_ttl_seconds": settings.PAYMENT_TOKEN_TTL,
+        },
+        credit_packs_url=reverse("billing:pricing"),
+        **refused.extra,
+    )
+
+
+def run_payment_open_or_create(*, user) -> Payment:
+    """The account's open pay-per-run Payment, or a new one with its Checkout Session.
+
+    The account row lock makes concurrent 402s of one account share one Checkout Session.
+    """
+    with transaction.atomic():
+        lock_account(user)
+        payment = selectors.open_run_payment(
+            user=user, valid_until=timezone.now() + OPEN_PAYMENT_MIN_REMAINING
+        )
+        if payment is not None:
+            return payment
+        payment = Payment.objects.create(
+            user=user,
+            purpose=PaymentPurpose.RUN,
+            runs=1,
+            amount_cents=settings.SIMULATION_PRICE_CENTS,
+            currency=settings.SIMULATION_PRICE_CURRENCY,
+            expires_at=timezone.now() + timedelta(seconds=settings.CHECKOUT_SESSION_TTL),
+        )
+        _checkout_session_attach(payment, product_name="FMU Gateway: one simulation run")
+    return payment
+
+
+def credit_pack_checkout_start(*, user, credit_pack: CreditPack) -> Payment:
+    """A Payment for a credit pack with its Checkout Session (reusing an open one)."""
+    if not settings.BILLING_ENABLED:
+        raise BillingConflict("Billing is off on this server: runs are free.")
+    if not credit_pack.active:
+        raise BillingConflict("This credit pack is no longer on sale.")
+    with transaction.atomic():
+        lock_account(user)
+        payment = (
+            Payment.objects.filter(
+                user=user,
+                purpose=PaymentPurpose.CREDIT_PACK,
+                credit_pack=credit_pack,
+                status=PaymentStatus.PENDING,
+                amount_cents=credit_pack.price_cents,
+                runs=credit_pack.runs,
+                expires_at__gt=timezone.now() + OPEN_PAYMENT_MIN_REMAINING,
+            )
+            .exclude(checkout_url="")
+            .first()
+        )
+        if payment is not None:
+            return payment
+        payment = Payment.objects.create(
+            user=user,
+            purpose=PaymentPurpose.CREDIT_PACK,
+            credit_pack=credit_pack,
+            runs=credit_pack.runs,
+            amount_cents=credit_pack.price_cents,
+            currency=credit_pack.currency,
+            expires_at=timezone.now() + timedelta(seconds=settings.CHECKOUT_SESSION_TTL),
+        )
+        _checkout_session_attach(
+            payment, product_name=f"FMU Gateway: {credit_pack.name} ({credit_pack.runs} runs)"
+        )
+    return payment
+
+
+def _checkout_session_attach(payment: Payment, *, product_name: str) -> None:
+    page = settings.SITE_URL.rstrip("/") + reverse("billing:payment", args=[payment.pk])
+    session = stripe_api.checkout_session_create(
+        client_reference_id=str(payment.pk),
+        product_name=product_name,
+        amount_cents=payment.amount_cents,
+        currency=payment.currency,
+        expires_at=payment.expires_at,
+        # Stripe fills in {CHECKOUT_SESSION_ID}; the page uses it to show the token to
+        # the browser that paid, even when it is not logged in to the portal.
+        success_url=f"{page}?checkout=success&session_id={{CHECKOUT_SESSION_ID}}",
+        cancel_url=f"{page}?checkout=cancelled",
+        customer_email=payment.user.email,
+        metadata={
+            "payment_id": str(payment.pk),
+            "purpose": payment.purpose,
+            "user_id": str(payment.user_id),
+        },
+    )
+    payment.stripe_checkout_session_id = session["id"]
+    payment.checkout_url = session["url"]
+    payment.expires_at = datetime.fromtimestamp(session["expires_at"], tz=UTC)
+    payment.save(update_fields=["stripe_checkout_session_id", "checkout_url", "expires_at"])

@@ -1,0 +1,127 @@
+"""Paying for a run, inside simulation_create's transaction, and giving it back.
+
+A run is paid from credit first, else by a payment token, else refused (PaymentRequired,
+which becomes the 402 with a Checkout link: billing.services.checkout). The charge is
+taken inside the run's own transaction, so a run that is not created is not charged.
+The run's side (simulations) stores the returned Charge on the run and hands it back
+here to be linked or given back: billing never imports simulations.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.utils import timezone
+
+from billing import selectors
+from billing.charges import Charge, ChargeKind
+from billing.locks import lock_account
+from billing.models import LedgerEntry, LedgerKind, Payment, PaymentPurpose, PaymentStatus
+from billing.services.common import price_text
+from billing.services.errors import PaymentRequired
+
+logger = logging.getLogger(__name__)
+
+
+def run_charge_take(*, user, payment_token: str | None = None) -> Charge:
+    """Pay for one new run inside the caller's transaction, or raise PaymentRequired.
+
+    The PaymentRequired raised here is bare on purpose: the caller's transaction rolls
+    back, and the Checkout Session for the 402 is made afterwards by run_payment_request().
+    """
+    if not settings.BILLING_ENABLED:
+        return Charge(kind=ChargeKind.FREE)
+    lock_account(user)
+    if selectors.credit_balance(user=user) > 0:
+        entry = LedgerEntry.objects.create(
+            user=user, kind=LedgerKind.CHARGE, runs=-1, reason="run paid from credit"
+        )
+        return Charge(kind=ChargeKind.CREDIT, ledger_entry=entry.pk)
+    if payment_token:
+        return _payment_token_consume(user=user, token=payment_token.strip())
+    raise PaymentRequired(
+        f"You have no credit: this run costs {price_text()}.",
+        payment_token_status="none",  # noqa: S106 (a state, not a secret)
+    )
+
+
+def _payment_token_consume(*, user, token: str) -> Charge:
+    """One conditional UPDATE: of N concurrent requests with one token exactly one wins."""
+    now = timezone.now()
+    consumed = Payment.objects.filter(
+        token=token,
+        user=user,
+        purpose=PaymentPurpose.RUN,
+        status=PaymentStatus.PAID,
+        token_used_at__isnull=True,
+        token_voided_at__isnull=True,
+        token_expires_at__gt=now,
+    ).update(token_used_at=now)
+    if consumed:
+        payment_id = Payment.objects.filter(token=token).values_list("pk", flat=True).get()
+        return Charge(kind=ChargeKind.TOKEN, payment=str(payment_id))
+    state, detail = _payment_token_refusal(user=user, token=token)
+    raise PaymentRequired(detail, payment_token_status=state)
+
+
+def _payment_token_refusal(*, user, token: str) -> tuple[str, str]:
+    # Another account's token is reported exactly like a made-up one: never reveal it exists.
+    payment = Payment.objects.filter(token=token, user=user).first()
+    state = payment.token_state if payment else "invalid"
+    detail = {
+        "used": "This payment token was already used: a token pays for exactly one run.",
+        "expired": (
+            "This payment token has expired: tokens are valid for "
+            f"{settings.PAYMENT_TOKEN_TTL // 60} minutes after payment."
+        ),
+        "void": "This payment token was voided (its payment was refunded or cancelled).",
+    }.get(state, "This payment token is not valid for this account.")
+    return state, detail
+
+
+def run_charge_link(*, charge: Charge, simulation) -> None:
+    """Record which run a charge paid for, in the run's own transaction."""
+    if charge.kind == ChargeKind.CREDIT:
+        LedgerEntry.objects.filter(pk=charge.ledger_entry).update(simulation=simulation)
+    elif charge.kind == ChargeKind.TOKEN:
+        Payment.objects.filter(pk=charge.payment).update(simulation=simulation)
+
+
+def run_charge_give_back(*, charge: Charge, reason: str, operator=None) -> Charge:
+    """Give a run's charge back (platform fault, cancel before start, an operator);
+    returns the charge to store on the run.
+
+    Both kinds come back as one credit (a ledger refund): a credit charge gets its credit
+    back, and a token charge gets a fresh credit linked to its payment rather than the
+    token re-opened, because a 30-minute token could lapse before the caller retries,
+    while a credit keeps. Giving back twice is a no-op (and the ledger allows one refund
+    per run). Every refund is logged at WARNING with its run and cause: money given back
+    is something an operator must be able to trace.
+    """
+    if not charge.is_refundable:
+        return charge
+    if charge.kind == ChargeKind.CREDIT:
+        charged = LedgerEntry.objects.get(pk=charge.ledger_entry)
+        user, payment, simulation_id = charged.user, None, charged.simulation_id
+    else:
+        payment = Payment.objects.get(pk=charge.payment)
+        user, simulation_id = payment.user, payment.simulation_id
+    refund = LedgerEntry.objects.create(
+        user=user,
+        kind=LedgerKind.REFUND,
+        runs=1,
+        payment=payment,
+        simulation_id=simulation_id,
+        reason=reason[:255],
+        created_by=operator,
+    )
+    logger.warning(
+        "refunded run %s to %s (%s charge, ledger entry %s): %s",
+        simulation_id,
+        user.pk,
+        charge.kind,
+        refund.pk,
+        reason,
+    )
+    return charge.given_back(refund_ledger_entry=refund.pk, reason=reason)
