@@ -209,3 +209,16 @@ def test_malformed_model_output_is_the_models_failure_never_a_refunded_platform_
     )
     assert len(outcome.log_tail) <= 50 * 2001
     assert leftovers() == []
+
+
+def test_a_job_after_a_memory_kill_on_the_same_server_is_judged_on_its_own(fmu_paths):
+    """A server's jobs reuse a few cgroups: counters of an earlier job must not leak."""
+    first = run(fmu_paths["memory_fill"], {"start_values": {"how": 2}}, CAPPED)
+    assert first.error_code == "memory_limit"
+
+    crashed = [run(fmu_paths["segfault"], limits=CAPPED) for _ in range(3)]
+    good = [run(fmu_paths["bouncing_ball"]) for _ in range(3)]
+
+    assert [outcome.error_code for outcome in crashed] == ["model_crashed"] * 3
+    for outcome in good:
+        assert len(load_result(outcome)) == 301
