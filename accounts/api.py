@@ -5,7 +5,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.selectors import billing_mode, credit_balance, simulation_price
-from fmugateway.openapi import PriceSerializer, errors
+from core.openapi import PriceSerializer, errors
 
 
 class AccountApi(APIView):

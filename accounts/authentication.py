@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
@@ -36,3 +37,25 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="api"'
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """The key's security scheme in the OpenAPI schema (ApiKey, a Bearer token).
+
+    Defined here, beside the class it describes, so it is registered whenever DRF loads
+    the authentication class, before any schema is generated.
+    """
+
+    target_class = ApiKeyAuthentication
+    name = "ApiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "fmu_<prefix>_<secret>",
+            "description": (
+                "An API key from the portal's key page: "
+                "`Authorization: Bearer fmu_<prefix>_<secret>`."
+            ),
+        }

@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 
 from billing import selectors
 from billing.models import Payment
-from fmugateway.openapi import errors
+from core.openapi import errors
 
 
 class PaymentOutputSerializer(serializers.ModelSerializer):

@@ -13,12 +13,15 @@ from datetime import datetime
 import stripe
 from django.conf import settings
 
-from fmugateway.problems import DomainError
+from core.errors import ServiceUnavailable
+from core.problems import ProblemCode
 
 
-class StripeUnavailable(DomainError):
-    status_code = 503
-    code = "payment-provider-unavailable"
+class StripeUnavailable(ServiceUnavailable):
+    """Stripe failed or could not be reached. Its own class because the webhook set-up
+    command catches it apart from other failures."""
+
+    code = ProblemCode.PAYMENT_PROVIDER_UNAVAILABLE
 
 
 def configure_sdk() -> None:

@@ -1,4 +1,5 @@
-"""Portal pages about money: pricing, billing history, a payment (Checkout's return page)."""
+"""Pages about money: the landing page (what a run costs), pricing, billing history, a
+payment (Checkout's return page)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,32 @@ from django.views.decorators.http import require_POST
 
 from billing import selectors, services
 from billing.models import CreditPack, Payment, PaymentPurpose
-from fmugateway.problems import DomainError
+from core.errors import DomainError
 
 ENTRIES_PER_PAGE = 50
+
+
+def money_text(amount: str, currency: str) -> str:
+    """ "1.00", "usd" -> "$1.00"; other currencies keep their code: "1.00 EUR"."""
+    return f"${amount}" if currency.lower() == "usd" else f"{amount} {currency.upper()}"
+
+
+def landing(request: HttpRequest) -> HttpResponse:
+    """Public, at /: what the product does, a curl example against this site, and how
+    paying works (the price and packs on sale)."""
+    price = selectors.simulation_price()
+    packs = [
+        {"runs": pack.runs, "price": money_text(pack.price, pack.currency)}
+        for pack in selectors.credit_packs_on_sale()
+    ]
+    context = {
+        "api_base": settings.SITE_URL.rstrip("/") + "/api/v1",
+        "price_text": money_text(price["amount"], price["currency"]),
+        "credit_packs": packs,
+        "token_ttl_minutes": settings.PAYMENT_TOKEN_TTL // 60,
+        "wait_max_seconds": settings.SIMULATION_WAIT_MAX_SECONDS,
+    }
+    return render(request, "landing.html", context)
 
 
 def pricing(request: HttpRequest) -> HttpResponse:

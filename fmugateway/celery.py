@@ -13,8 +13,9 @@ app.autodiscover_tasks()
 
 # Tasks that call Stripe go to their own queue, which only fly.toml's `billing` group
 # consumes: the simulation workers, which run customers' code, hold no Stripe key and
-# take only the default queue. Every other task stays on the default queue. (Routes
-# here rather than a `queue=` task option, which Celery 6 drops.)
+# take only the default queue (simulations.workers.consumes_default_queue tells them
+# apart). Every other task stays on the default queue. (Routes here rather than a
+# `queue=` task option, which Celery 6 drops.)
 BILLING_QUEUE = "billing"
 app.conf.task_routes = {"billing.tasks.*": {"queue": BILLING_QUEUE}}
 
@@ -31,16 +32,3 @@ def close_old_database_connections(**_kwargs) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
-
-
-def consumes_default_queue(celery_app: Celery | None = None) -> bool:
-    """Whether this worker takes tasks from the default queue, where the runs are.
-
-    Not every worker does: fly.toml's `billing` group runs `celery worker -Q billing`
-    (the tasks that call Stripe), on a machine with no sandbox. What a simulation worker
-    does when it starts (check and record its sandbox, fail stale runs) is not for it;
-    a worker_ready receiver asks this first. Without -Q a worker takes every queue
-    declared in the settings, the default one included.
-    """
-    celery_app = celery_app or app
-    return celery_app.conf.task_default_queue in celery_app.amqp.queues.consume_from

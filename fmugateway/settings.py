@@ -107,7 +107,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "fmugateway.middleware.RequestSizeLimitMiddleware",
+    "core.middleware.RequestSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -131,8 +131,9 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "fmugateway.context_processors.site",
-                "fmugateway.context_processors.sandbox_isolation",
+                "core.context_processors.site",
+                "billing.context_processors.billing",
+                "simulations.context_processors.sandbox_isolation",
             ],
         },
     },
@@ -218,7 +219,7 @@ STATICFILES_FINDERS = [
     "django.contrib.staticfiles.finders.FileSystemFinder",
     "django.contrib.staticfiles.finders.AppDirectoriesFinder",
     # plotly.js served from the pip package: no CDN, no vendored copy in the repo.
-    "fmugateway.staticfinders.PlotlyJsFinder",
+    "core.staticfinders.PlotlyJsFinder",
 ]
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT") or VAR_DIR / "media")
@@ -282,6 +283,16 @@ if SITE_IS_HTTPS:
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+
+# --- health: what /readyz checks, in this order (core.health) ---------------------------
+# Named here because some checks are apps' (the sandbox is the simulations app's) and core
+# imports no app. A check passes by returning; whatever it raises is the reason it fails.
+READINESS_CHECKS = {
+    "database": "core.health.check_database",
+    "broker": "core.health.check_broker",
+    "storage": "simulations.storage.probe_storage",
+    "sandbox": "simulations.health.check_sandbox",
+}
 
 # --- Celery ---------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "filesystem://"
@@ -423,7 +434,7 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.JSONParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    "EXCEPTION_HANDLER": "fmugateway.problems.problem_exception_handler",
+    "EXCEPTION_HANDLER": "core.handlers.problem_exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"user": env_str("API_RATE_LIMIT", "600/min")},
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
@@ -432,7 +443,7 @@ REST_FRAMEWORK = {
     "URL_FORMAT_OVERRIDE": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
-# The OpenAPI 3 schema at /api/schema/ and its docs at /api/docs/ (fmugateway/openapi.py).
+# The OpenAPI 3 schema at /api/schema/ and its docs at /api/docs/ (core/openapi.py).
 SPECTACULAR_SETTINGS = {
     "TITLE": "FMU Gateway API",
     "DESCRIPTION": (
@@ -451,7 +462,7 @@ SPECTACULAR_SETTINGS = {
         "SimulationStatusEnum": "simulations.models.SimulationStatus",
         "PaymentStatusEnum": "billing.models.PaymentStatus",
     },
-    "PREPROCESSING_HOOKS": ["fmugateway.openapi.only_api_endpoints"],
+    "PREPROCESSING_HOOKS": ["core.openapi.only_api_endpoints"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

@@ -4,13 +4,14 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from fmugateway import health, openapi, views  # noqa: F401 (openapi registers the key scheme)
+from billing import views as billing_views
+from core import health
 
-handler404 = "fmugateway.problems.api_aware_404"
-handler500 = "fmugateway.problems.api_aware_500"
+handler404 = "core.handlers.api_aware_404"
+handler500 = "core.handlers.api_aware_500"
 
 urlpatterns = [
-    path("", views.landing, name="landing"),
+    path("", billing_views.landing, name="landing"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),

@@ -22,8 +22,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.openapi import EXAMPLE_UUID, PAGINATION_PARAMETERS, errors, paginated
 from fmuengine.inspection import CAUSALITIES
-from fmugateway.openapi import EXAMPLE_UUID, PAGINATION_PARAMETERS, errors, paginated
 from simulations import results, selectors, services
 from simulations.models import Model, Simulation, SimulationStatus
 

@@ -11,14 +11,16 @@ from itertools import pairwise
 
 from django.conf import settings
 
+from core.errors import DomainError
+from core.problems import ProblemCode
 from fmuengine.inspection import FMUSummary, settable_variable_names
-from fmugateway.problems import DomainError
 from simulations.models import Model
 
 
 class InvalidSimulationRequest(DomainError):
-    status_code = 400
-    code = "invalid-request"
+    """Field errors by name, which the portal's run form shows next to its fields."""
+
+    code = ProblemCode.INVALID_REQUEST
 
     def __init__(self, errors: dict[str, list[str]]) -> None:
         super().__init__("The simulation request has invalid fields; see errors.", errors=errors)

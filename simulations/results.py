@@ -16,27 +16,12 @@ import numpy as np
 from django.conf import settings
 from numpy.lib import format as npy_format
 
-from fmugateway.problems import DomainError
+from core.errors import Conflict, DomainError
+from core.problems import ProblemCode
 from simulations.models import Simulation
 from simulations.storage import open_stored_file, store_file
 
 ROWS_PER_CHUNK = 8192
-
-
-class UnknownResultVariables(DomainError):
-    status_code = 400
-    code = "invalid-request"
-
-
-class ResultUnavailable(DomainError):
-    status_code = 409
-    code = "conflict"
-
-
-class ResultExpired(DomainError):
-    status_code = 410
-    code = "result-expired"
-    title = "Result deleted"
 
 
 def result_storage_name(simulation_id) -> str:
@@ -86,7 +71,7 @@ def selected_columns(simulation: Simulation, variables: str | None) -> list[str]
     wanted = [name.strip() for name in variables.split(",") if name.strip()]
     unknown = [name for name in wanted if name not in available]
     if unknown:
-        raise UnknownResultVariables(
+        raise DomainError(
             f"The result has no column {', '.join(map(repr, unknown))}; "
             f"it has {', '.join(available)}.",
             errors={"variables": [f"Unknown variable {name!r}." for name in unknown]},
@@ -95,14 +80,16 @@ def selected_columns(simulation: Simulation, variables: str | None) -> list[str]
 
 
 def check_result_available(simulation: Simulation) -> None:
-    """Raise ResultExpired (410) or ResultUnavailable (409) when the run has no result to serve."""
+    """Refuse a run with no result to serve: result-expired (410) once retention deleted it,
+    a conflict (409) while it has none (not finished, or failed)."""
     if simulation.result_deleted_at is not None:
-        raise ResultExpired(
+        raise DomainError(
             f"The result was deleted on {simulation.result_deleted_at:%Y-%m-%d}: results are "
-            f"kept for {settings.RESULT_RETENTION_DAYS} days after their run finishes."
+            f"kept for {settings.RESULT_RETENTION_DAYS} days after their run finishes.",
+            code=ProblemCode.RESULT_EXPIRED,
         )
     if not simulation.result_name:
-        raise ResultUnavailable(f"The simulation has no result ({simulation.status}).")
+        raise Conflict(f"The simulation has no result ({simulation.status}).")
 
 
 def open_result(simulation: Simulation):

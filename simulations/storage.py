@@ -19,17 +19,20 @@ from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, default_storage, storages
 
-from fmugateway.problems import DomainError
+from core.errors import ServiceUnavailable
+from core.problems import ProblemCode
 
 logger = logging.getLogger(__name__)
 
 
-class StorageUnavailable(DomainError):
-    """File storage could not be reached or refused the request: a 503, nothing changed."""
+class StorageUnavailable(ServiceUnavailable):
+    """File storage could not be reached or refused the request: a 503, nothing changed.
 
-    status_code = 503
-    code = "storage-unavailable"
-    title = "Storage unavailable"
+    A class of its own because services catch a storage outage apart from other
+    failures: a best-effort delete leaves the object for the next retention pass.
+    """
+
+    code = ProblemCode.STORAGE_UNAVAILABLE
 
 
 def _storage_failures() -> tuple[type[BaseException], ...]:
@@ -144,7 +147,12 @@ def delete_stored_file(*, name: str) -> None:
 
 
 def probe_storage() -> None:
-    """Write and delete a tiny object: reachable is not enough, uploads need writable."""
+    """/readyz's storage check: write and delete a tiny object, since reachable is not
+    enough; uploads need writable.
+
+    Against a bucket the probe uses a client that does not retry, so a storage outage makes
+    /readyz answer 503 within seconds.
+    """
     probe = getattr(default_storage, "probe", None)
     if probe is not None:
         probe()

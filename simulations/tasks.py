@@ -7,9 +7,8 @@ from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
 
-from fmugateway.celery import consumes_default_queue
 from simulations import services
-from simulations.workers import SandboxNotReady, worker_sandbox_report
+from simulations.workers import SandboxNotReady, consumes_default_queue, worker_sandbox_report
 
 logger = logging.getLogger(__name__)
 

@@ -7,12 +7,14 @@ import hashlib
 from django.conf import settings
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
 
-from fmugateway.problems import DomainError
+from core.errors import DomainError
+from core.problems import ProblemCode
 
 
 class UploadTooLarge(DomainError):
-    status_code = 413
-    code = "upload-too-large"
+    """The portal's upload page catches it by type: it arrives while the body is parsed."""
+
+    code = ProblemCode.UPLOAD_TOO_LARGE
 
 
 class HashingUploadHandler(TemporaryFileUploadHandler):

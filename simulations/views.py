@@ -15,8 +15,8 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
+from core.errors import DomainError
 from fmuengine.inspection import CAUSALITIES, FMUSummary, output_variable_names
-from fmugateway.problems import DomainError
 from simulations import selectors, services
 from simulations.forms import ModelUploadForm, SimulationRunForm
 from simulations.models import FINISHED_STATUSES, Model, Simulation, SimulationStatus

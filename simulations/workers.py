@@ -175,3 +175,16 @@ def worker_status_record(*, worker: str, status: runner.SandboxStatus) -> Worker
         },
     )
     return row
+
+
+def consumes_default_queue(celery_app) -> bool:
+    """Whether this worker takes tasks from the default queue, where the runs are.
+
+    Not every worker does: fly.toml's `billing` group runs `celery worker -Q billing`
+    (the tasks that call Stripe), on a machine with no sandbox. What a simulation worker
+    does when it starts (check and record its sandbox, fail stale runs) is not for it;
+    a worker_ready receiver asks this first, with the app of the worker that started.
+    Without -Q a worker takes every queue declared in the settings, the default one
+    included.
+    """
+    return celery_app.conf.task_default_queue in celery_app.amqp.queues.consume_from

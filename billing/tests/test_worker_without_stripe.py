@@ -21,11 +21,12 @@ from billing.selectors import credit_balance
 from billing.tasks import reconcile_payments
 from billing.tests.factories import LedgerEntryFactory, PaymentFactory
 from fmuengine import runner
-from fmugateway.celery import BILLING_QUEUE, consumes_default_queue
+from fmugateway.celery import BILLING_QUEUE
 from fmugateway.celery import app as celery_app
 from fmugateway.tests.test_fly_config import fly_config
 from simulations import services as simulation_services
 from simulations.models import Simulation, SimulationStatus
+from simulations.workers import consumes_default_queue
 
 pytestmark = pytest.mark.django_db
 

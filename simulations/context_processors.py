@@ -1,16 +1,9 @@
+"""The sandbox banner on every page (base.html)."""
+
 from django.conf import settings
 from django.http import HttpRequest
 
-from billing.selectors import billing_mode
-
-
-def site(request: HttpRequest) -> dict:
-    """What every page shows: the billing banner and the public URL."""
-    return {
-        "billing_enabled": settings.BILLING_ENABLED,
-        "billing_mode": billing_mode(),
-        "site_url": settings.SITE_URL,
-    }
+from simulations.selectors import workers_not_fully_isolated
 
 
 def sandbox_isolation(request: HttpRequest) -> dict:
@@ -22,6 +15,4 @@ def sandbox_isolation(request: HttpRequest) -> dict:
     """
     if settings.SANDBOX_REQUIRED_ISOLATION == "full":
         return {"unisolated_workers": []}
-    from simulations.selectors import workers_not_fully_isolated
-
     return {"unisolated_workers": list(workers_not_fully_isolated()[:5])}

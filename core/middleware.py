@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 
-from fmugateway.problems import PROBLEM_CONTENT_TYPE, problem_body
+from core.problems import ProblemCode, problem_json_response
 
 # Multipart framing around the file itself.
 ENVELOPE_BYTES = 1024 * 1024
@@ -26,10 +26,6 @@ class RequestSizeLimitMiddleware:
         if length > limit + ENVELOPE_BYTES:
             detail = f"The upload is larger than the {limit // (1024 * 1024)} MB limit for an FMU."
             if request.path.startswith("/api/"):
-                return JsonResponse(
-                    problem_body(413, detail, code="upload-too-large"),
-                    status=413,
-                    content_type=PROBLEM_CONTENT_TYPE,
-                )
+                return problem_json_response(ProblemCode.UPLOAD_TOO_LARGE, detail)
             return HttpResponse(detail, status=413, content_type="text/plain; charset=utf-8")
         return self.get_response(request)

@@ -1,12 +1,12 @@
-"""Shared pieces of the OpenAPI schema: the Bearer key scheme, problem+json and its examples.
+"""Shared pieces of the OpenAPI schema: problem+json and its examples, pagination.
 
 The views' `@extend_schema` annotations use these; drf-spectacular serves the schema at
-/api/schema/ and the docs at /api/docs/ (see fmugateway/urls.py).
+/api/schema/ and the docs at /api/docs/ (see fmugateway/urls.py). The API key's security
+scheme is the accounts app's (accounts/authentication.py), next to the class it describes.
 """
 
 from __future__ import annotations
 
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -15,7 +15,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
-from fmugateway.problems import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE, problem_body
+from core.problems import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE, ProblemCode, problem_body
 
 API_PREFIX = "/api/v1/"
 EXAMPLE_UUID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
@@ -24,22 +24,6 @@ EXAMPLE_UUID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 def only_api_endpoints(endpoints):
     """PREPROCESSING_HOOKS: document the versioned JSON API, not the portal or webhooks."""
     return [endpoint for endpoint in endpoints if endpoint[0].startswith(API_PREFIX)]
-
-
-class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
-    target_class = "accounts.authentication.ApiKeyAuthentication"
-    name = "ApiKey"
-
-    def get_security_definition(self, auto_schema):
-        return {
-            "type": "http",
-            "scheme": "bearer",
-            "bearerFormat": "fmu_<prefix>_<secret>",
-            "description": (
-                "An API key from the portal's key page: "
-                "`Authorization: Bearer fmu_<prefix>_<secret>`."
-            ),
-        }
 
 
 # --- problem+json (RFC 9457) -----------------------------------------------------------------
@@ -92,12 +76,12 @@ class PaymentRequiredProblemSerializer(ProblemSerializer):
     )
 
 
-def _problem_example(name: str, status_code: int, detail: str, **extra) -> OpenApiExample:
+def _problem_example(name: str, code: ProblemCode, detail: str, **extra) -> OpenApiExample:
     return OpenApiExample(
         name,
-        value=problem_body(status_code, detail, **extra),
+        value=problem_body(code, detail, **extra),
         response_only=True,
-        status_codes=[str(status_code)],
+        status_codes=[str(code.status)],
         media_type=PROBLEM_CONTENT_TYPE,
     )
 
@@ -105,7 +89,7 @@ def _problem_example(name: str, status_code: int, detail: str, **extra) -> OpenA
 PAYMENT_REQUIRED_EXAMPLE = OpenApiExample(
     "Payment required",
     value=problem_body(
-        402,
+        ProblemCode.PAYMENT_REQUIRED,
         "You have no credit: this run costs 1.00 USD. Pay 1.00 USD at payment.checkout_url, "
         "then retry the same request with the header 'Payment-Token: <token>' (the token "
         "appears at payment.status_url once paid), or buy credits at credit_packs_url.",
@@ -127,7 +111,7 @@ PAYMENT_REQUIRED_EXAMPLE = OpenApiExample(
 
 
 def problem(
-    status_code: int,
+    code: ProblemCode,
     description: str,
     *,
     example: str | None = None,
@@ -139,19 +123,22 @@ def problem(
         400: ValidationProblemSerializer,
         402: PaymentRequiredProblemSerializer,
         429: ThrottledProblemSerializer,
-    }.get(status_code, ProblemSerializer)
-    examples = [_problem_example(name or description, status_code, example or description, **extra)]
+    }.get(code.status, ProblemSerializer)
+    examples = [_problem_example(name or description, code, example or description, **extra)]
     return OpenApiResponse(response=serializer, description=description, examples=examples)
 
 
 INVALID_REQUEST = problem(
-    400,
+    ProblemCode.INVALID_REQUEST,
     "Invalid request",
     example="The request has invalid fields; see errors.",
     errors={"stop_time": ["A valid number is required."]},
 )
 UNAUTHENTICATED = problem(
-    401, "No API key, or an invalid one", example="Invalid API key.", name="Invalid API key"
+    ProblemCode.UNAUTHENTICATED,
+    "No API key, or an invalid one",
+    example="Invalid API key.",
+    name="Invalid API key",
 )
 PAYMENT_REQUIRED = OpenApiResponse(
     response=PaymentRequiredProblemSerializer,
@@ -161,29 +148,36 @@ PAYMENT_REQUIRED = OpenApiResponse(
     ),
     examples=[PAYMENT_REQUIRED_EXAMPLE],
 )
-NOT_FOUND = problem(404, "Not found, or not yours", example="Not found.", name="Not found")
-CONFLICT = problem(409, "Conflict with the object's state", name="Conflict")
+NOT_FOUND = problem(
+    ProblemCode.NOT_FOUND, "Not found, or not yours", example="Not found.", name="Not found"
+)
+CONFLICT = problem(ProblemCode.CONFLICT, "Conflict with the object's state", name="Conflict")
 RESULT_DELETED = problem(
-    410,
+    ProblemCode.RESULT_EXPIRED,
     "The result was deleted after the retention period",
     name="Result deleted",
-    code="result-expired",
 )
 TOO_LARGE = problem(
-    413, "Upload too large", example="The upload is larger than the 200 MB limit for an FMU."
+    ProblemCode.UPLOAD_TOO_LARGE,
+    "Upload too large",
+    example="The upload is larger than the 200 MB limit for an FMU.",
 )
 UNSUPPORTED_MEDIA_TYPE = problem(
-    415, "Unsupported media type", example='Unsupported media type "text/plain" in request.'
+    ProblemCode.UNSUPPORTED_MEDIA_TYPE,
+    "Unsupported media type",
+    example='Unsupported media type "text/plain" in request.',
 )
 THROTTLED = problem(
-    429,
+    ProblemCode.THROTTLED,
     "Too many requests (see the Retry-After header)",
     example="Request was throttled. Expected available in 12 seconds.",
     name="Throttled",
     retry_after_seconds=12,
 )
 UNAVAILABLE = problem(
-    503, "A backing service is unavailable; retry later", name="Service unavailable"
+    ProblemCode.UNAVAILABLE,
+    "A backing service is unavailable; retry later",
+    name="Service unavailable",
 )
 
 _ERRORS = {
