@@ -247,7 +247,6 @@ def run_monitor(setup: JailSetup, fds: dict[str, int]) -> NoReturn:
     progress_w (the model's progress, straight to the server) and request_r."""
     try:
         jail.prctl(jail.PR_SET_PDEATHSIG, signal.SIGKILL)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         null_fd = os.open("/dev/null", os.O_RDWR)
         os.dup2(null_fd, 0)
         os.dup2(null_fd, 1)
