@@ -1,4 +1,5 @@
-"""Celery tasks: thin, idempotent.
+"""Celery tasks: thin, idempotent; they import billing.services and call it (no billing
+service enqueues a task).
 
 Every task here goes to the billing queue (fmugateway/celery.py's task_routes), which
 only fly.toml's `billing` process group consumes: the simulation workers, which run

@@ -1,4 +1,11 @@
-"""Celery tasks: thin, idempotent, take ids."""
+"""Celery tasks: thin, idempotent, take ids.
+
+The import rule between tasks and services: tasks import `simulations.services` at the
+top and only call it; services import this module only to enqueue, lazily, inside the
+one function that enqueues after commit (services.runs._enqueue). That single lazy
+import is what breaks the cycle tasks -> services -> tasks; nothing else is imported
+lazily between the two.
+"""
 
 import logging
 import random

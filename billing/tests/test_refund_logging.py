@@ -37,7 +37,7 @@ def test_a_platform_fault_refund_is_logged_with_run_error_code_and_message(
     fault = [
         record
         for record in caplog.records
-        if record.name == "simulations.services" and run_id in record.getMessage()
+        if record.name == "simulations.services.execution" and run_id in record.getMessage()
     ]
     assert [record.levelno for record in fault] == [logging.WARNING]
     message = fault[0].getMessage()

@@ -25,6 +25,7 @@ from accounts.tests.clients import client_for
 from accounts.tests.factories import UserFactory
 from simulations import services
 from simulations.models import Model, Simulation
+from simulations.services import runs
 from simulations.tests.test_result_streaming import PeakMemory, gunicorn_worker, stored_result
 
 MEGABYTE = 1024 * 1024
@@ -84,7 +85,7 @@ def test_two_owners_of_one_fmu_share_one_object_until_both_delete_it(
 
 def local_reference_result(owner, fmu_path: Path, monkeypatch) -> dict[str, bytes]:
     """The same run on local storage, executed here as the worker would: CSV and JSON bytes."""
-    monkeypatch.setattr(services, "_enqueue", lambda simulation_id: None)
+    monkeypatch.setattr(runs, "_enqueue", lambda simulation_id: None)
     client = client_for(owner)
     model_id = upload(client, fmu_path).json()["id"]
     run = client.post(SIMULATIONS_URL, {"model": model_id}, format="json").json()
@@ -393,7 +394,7 @@ def test_the_upload_page_says_storage_is_unavailable_and_stores_nothing(
 def test_a_run_whose_fmu_cannot_be_fetched_fails_as_our_fault_without_a_result(
     s3_storage, fmu_paths, settings, monkeypatch
 ):
-    monkeypatch.setattr(services, "_enqueue", lambda simulation_id: None)
+    monkeypatch.setattr(runs, "_enqueue", lambda simulation_id: None)
     client = client_for(UserFactory())
     model_id = upload(client, fmu_paths["bouncing_ball"]).json()["id"]
     run_id = client.post(SIMULATIONS_URL, {"model": model_id}, format="json").json()["id"]

@@ -19,6 +19,7 @@ from accounts.tests.clients import client_for
 from accounts.tests.factories import UserFactory
 from simulations import services, storage, tasks
 from simulations.models import Model, Simulation, SimulationStatus
+from simulations.services import retention
 from simulations.tests.test_result_streaming import stored_result
 
 pytestmark = pytest.mark.django_db
@@ -112,7 +113,7 @@ def test_a_result_whose_delete_failed_is_not_served_and_is_deleted_next_time(mon
     def storage_down(*, name: str) -> None:
         raise storage.StorageUnavailable("down")
 
-    monkeypatch.setattr(services, "delete_stored_file", storage_down)
+    monkeypatch.setattr(retention, "delete_stored_file", storage_down)
     assert services.results_expire() == 0
     run.refresh_from_db()
     assert run.result_deleted_at is not None and run.result_name == name
@@ -261,7 +262,7 @@ def test_with_storage_down_the_orphan_sweep_stops_and_deletes_nothing(monkeypatc
         raise storage.StorageUnavailable("down")
         yield  # pragma: no cover - a generator, as the real one
 
-    monkeypatch.setattr(services, "stored_files_older_than", storage_down)
+    monkeypatch.setattr(retention, "stored_files_older_than", storage_down)
 
     assert services.storage_orphans_delete() == 0
 
@@ -271,7 +272,7 @@ def test_an_fmu_uploaded_again_during_the_sweep_is_not_deleted(fmu_paths, monkey
     model = uploaded_model(owner, fmu_paths["bouncing_ball"])
     backdate(model.storage_name, hours=3)
     # The listing saw no row for it (as if the sweep ran before the upload committed).
-    monkeypatch.setattr(services, "_referenced_fmus", lambda names: set())
+    monkeypatch.setattr(retention, "_referenced_fmus", lambda names: set())
 
     services.storage_orphans_delete()
 

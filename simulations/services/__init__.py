@@ -1,0 +1,77 @@
+"""Writes for models and runs: uploads, run creation, execution, cancel, retention.
+
+Callers (the API, the portal's views, tasks, the admin, receivers, other apps, tests)
+import the names below from `simulations.services`; the modules are how they are kept:
+
+    models     uploads checked and stored once per content, deletes, stored files released
+    runs       create (paid and idempotent), cancel, retry, an operator's refund
+    execution  the worker's side: claim, sandbox, outcome, platform faults, stale leases
+    retention  the beat's pass over expired results, unused models and orphaned files
+    lifecycle  every status change of a run, each one conditional UPDATE: the state machine
+    errors     the DomainErrors raised here
+
+Imports go one way. Within the package: runs, execution and retention use lifecycle and
+models, never each other; lifecycle uses no other service. Across apps: simulations
+imports billing (the run's Charge, billing.services' run_charge_*), never the reverse.
+Tasks and services: see simulations/tasks.py.
+"""
+
+from simulations.services.errors import (
+    FMURejected,
+    IdempotencyKeyReused,
+    ModelInUse,
+    SimulationConflict,
+)
+from simulations.services.execution import (
+    reconcile_stale_simulations,
+    sandbox_limits,
+    sandbox_params,
+    simulation_execute,
+)
+from simulations.services.models import (
+    fmu_limits,
+    fmu_storage_name,
+    model_delete,
+    model_upload,
+    stored_fmu_release,
+    stored_result_release,
+)
+from simulations.services.retention import (
+    models_expire,
+    results_expire,
+    storage_orphans_delete,
+    storage_retention_apply,
+)
+from simulations.services.runs import (
+    request_fingerprint,
+    simulation_cancel,
+    simulation_create,
+    simulation_refund,
+    simulation_retry,
+)
+
+__all__ = [
+    "FMURejected",
+    "IdempotencyKeyReused",
+    "ModelInUse",
+    "SimulationConflict",
+    "fmu_limits",
+    "fmu_storage_name",
+    "model_delete",
+    "model_upload",
+    "models_expire",
+    "reconcile_stale_simulations",
+    "request_fingerprint",
+    "results_expire",
+    "sandbox_limits",
+    "sandbox_params",
+    "simulation_cancel",
+    "simulation_create",
+    "simulation_execute",
+    "simulation_refund",
+    "simulation_retry",
+    "storage_orphans_delete",
+    "storage_retention_apply",
+    "stored_fmu_release",
+    "stored_result_release",
+]
