@@ -33,6 +33,11 @@ class ChargeKind(StrEnum):
     CREDIT = "credit"  # one run taken from the account's prepaid balance (a CHARGE entry)
     TOKEN = "token"  # noqa: S105 (a kind, not a secret): a paid Payment's token, consumed
 
+    @classmethod
+    def choices(cls) -> list[tuple[str, str]]:
+        """(value, label) pairs for serializers and the OpenAPI enum (ENUM_NAME_OVERRIDES)."""
+        return [(kind.value, kind.value) for kind in cls]
+
 
 # The stored keys, in the order they are written.
 _KEYS = (

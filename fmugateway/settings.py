@@ -461,6 +461,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "SimulationStatusEnum": "simulations.models.SimulationStatus",
         "PaymentStatusEnum": "billing.models.PaymentStatus",
+        "ChargeKindEnum": "billing.charges.ChargeKind.choices",
     },
     "PREPROCESSING_HOOKS": ["core.openapi.only_api_endpoints"],
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -22,6 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing.charges import Charge, ChargeKind
 from core.openapi import EXAMPLE_UUID, PAGINATION_PARAMETERS, errors, paginated
 from fmuengine.inspection import CAUSALITIES
 from simulations import results, selectors, services
@@ -187,9 +188,42 @@ class SimulationErrorSerializer(serializers.Serializer):
     log_tail = serializers.CharField(help_text="The end of the model's log.")
 
 
+@extend_schema_serializer(component_name="Charge")
+class ChargeSerializer(serializers.Serializer):
+    """What paid for a run, as its owner sees it: the stored charge without our ledger ids.
+
+    Only the members a charge has are sent: a free run's charge is {"kind": "free"}.
+    """
+
+    kind = serializers.ChoiceField(
+        choices=ChargeKind.choices(),
+        help_text=(
+            "free: nothing was taken (billing off, or an operator's retry); credit: one run "
+            "of your credit; token: a paid payment's token."
+        ),
+    )
+    payment = serializers.UUIDField(
+        required=False, help_text="token: the payment whose token paid for the run."
+    )
+    reason = serializers.CharField(required=False, help_text="free: why, if not billing off.")
+    refunded = serializers.BooleanField(
+        required=False,
+        help_text="Present (true) once the charge was given back, as one run of credit.",
+    )
+    refund_reason = serializers.CharField(
+        required=False, help_text="Why it was given back (e.g. an error code of ours)."
+    )
+
+    def to_representation(self, instance: Charge | dict) -> dict:
+        charge = instance if isinstance(instance, Charge) else Charge.from_json(instance)
+        stored = charge.to_json()
+        return {name: stored[name] for name in self.fields if name in stored}
+
+
 @extend_schema_serializer(component_name="Simulation")
 class SimulationOutputSerializer(serializers.ModelSerializer):
     error = serializers.SerializerMethodField()
+    charge = ChargeSerializer(read_only=True)
     result_url = serializers.SerializerMethodField()
     # Results are deleted RESULT_RETENTION_DAYS after the run finished: clients see when.
     result_expires_at = serializers.DateTimeField(read_only=True, allow_null=True)
