@@ -33,7 +33,7 @@ def test_throttling_is_a_429_problem_with_retry_after(api_client, settings):
 
 
 def test_an_unexpected_error_is_a_500_problem_without_a_traceback(api_client):
-    with mock.patch("accounts.api.credit_balance", side_effect=RuntimeError("secret internals")):
+    with mock.patch("billing.api.credit_balance", side_effect=RuntimeError("secret internals")):
         response = api_client.get("/api/v1/account")
     assert response.status_code == 500
     assert response["Content-Type"] == "application/problem+json"
