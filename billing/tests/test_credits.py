@@ -5,8 +5,10 @@ from django.db import IntegrityError
 from django.test import Client
 from django.urls import reverse
 
+from billing.charges import Charge
 from billing.models import LedgerEntry, LedgerKind, Payment
 from billing.selectors import credit_balance
+from billing.services import run_charge_give_back
 from billing.tests.factories import CreditPackFactory, LedgerEntryFactory, PaymentFactory
 from fmuengine import runner
 from simulations import services as simulation_services
@@ -152,9 +154,6 @@ def test_a_charge_is_refunded_at_most_once(api_client, bouncing_ball, billing_on
     LedgerEntryFactory(user=api_client.user, runs=1)
     run = api_client.post(SIMULATIONS_URL, run_request(bouncing_ball), format="json").json()
     simulation = Simulation.objects.get(pk=run["id"])
-
-    from billing.charges import Charge
-    from billing.services import run_charge_give_back
 
     once = run_charge_give_back(charge=Charge.from_json(simulation.charge), reason="first")
     twice = run_charge_give_back(charge=once, reason="again")

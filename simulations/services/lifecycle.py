@@ -23,11 +23,12 @@ Succeeded, failed, timed_out and cancelled are final: no function here leaves th
 
 Each function is one UPDATE whose WHERE names the state it leaves, so of the actors that
 may race for a run (a redelivered task, the owner's cancel, the stale-lease reconciler),
-exactly one moves it; the others match no row and learn so from the return value. The
-ones that give a charge back (run_cancel_queued, run_fail) are called with the run's row
-locked (simulations.locks.lock_simulation), so the refund and the transition commit
-together or not at all. A run that reaches a final state is announced after commit
-(simulations.notifications), which wakes the API's `?wait=` requests.
+exactly one moves it; the others match no row and learn so from the return value (False;
+run_finish re-reads the row). The ones that give a charge back (run_cancel_queued,
+run_fail) are called with the run's row locked (simulations.locks.lock_simulation), so
+the refund and the transition commit together or not at all. A run that reaches a final
+state is announced after commit (simulations.notifications), which wakes the API's
+`?wait=` requests.
 """
 
 from __future__ import annotations
