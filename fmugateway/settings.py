@@ -239,7 +239,7 @@ if FLY_APP_NAME and not OBJECT_STORAGE_ENABLED:
 STORAGES = {
     "default": {
         "BACKEND": (
-            "simulations.object_storage.ObjectStorage"
+            "core.object_storage.ObjectStorage"
             if OBJECT_STORAGE_ENABLED
             else "django.core.files.storage.FileSystemStorage"
         )
@@ -259,7 +259,7 @@ if OBJECT_STORAGE_ENABLED:
     AWS_S3_FILE_OVERWRITE = True
     # Fail within seconds when storage is down (uploads answer 503, /readyz says so) rather
     # than after botocore's 60 s connect timeout; timeouts, retries and upload part sizes
-    # are set in simulations.object_storage.ObjectStorage.
+    # are set in core.object_storage.ObjectStorage.
     AWS_S3_CONNECT_TIMEOUT = env_int("AWS_S3_CONNECT_TIMEOUT", 5)
     AWS_S3_READ_TIMEOUT = env_int("AWS_S3_READ_TIMEOUT", 60)
 
@@ -290,7 +290,7 @@ X_FRAME_OPTIONS = "DENY"
 READINESS_CHECKS = {
     "database": "core.health.check_database",
     "broker": "core.health.check_broker",
-    "storage": "simulations.storage.probe_storage",
+    "storage": "core.storage.probe_storage",
     "sandbox": "simulations.health.check_sandbox",
 }
 

@@ -18,8 +18,8 @@ from numpy.lib import format as npy_format
 
 from core.errors import Conflict, DomainError
 from core.problems import ProblemCode
+from core.storage import open_stored_file, store_file
 from simulations.models import Simulation
-from simulations.storage import open_stored_file, store_file
 
 ROWS_PER_CHUNK = 8192
 

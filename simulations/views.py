@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
-from core.errors import DomainError
+from core.errors import Conflict, DomainError
 from fmuengine.inspection import CAUSALITIES, FMUSummary, output_variable_names
 from simulations import selectors, services
 from simulations.forms import ModelUploadForm, SimulationRunForm
@@ -142,7 +142,7 @@ def model_delete(request: HttpRequest, model_id) -> HttpResponse:
     model = _owned_model(request, model_id)
     try:
         services.model_delete(model=model)
-    except services.ModelInUse as exc:
+    except Conflict as exc:  # the model has queued or running runs
         messages.error(request, exc.detail)
         return redirect("portal:model", model_id=model.pk)
     messages.success(request, f"Deleted {model.model_name}.")
@@ -245,7 +245,7 @@ def run_cancel(request: HttpRequest, simulation_id) -> HttpResponse:
     simulation = _owned_simulation(request, simulation_id)
     try:
         simulation = services.simulation_cancel(simulation=simulation)
-    except services.SimulationConflict as exc:
+    except Conflict as exc:  # already finished
         messages.error(request, exc.detail)
     else:
         if simulation.status == SimulationStatus.CANCELLED:

@@ -18,7 +18,7 @@ Modules (callers import the names below from `billing.services`):
     checkout     the 402's Payment and Checkout Sessions (runs, credit packs)
     fulfilment   verified webhooks and reconciliation: payments paid, expired, refunded
     operators    the admin's grants, revocations, token voids and refunds in Stripe
-    errors       PaymentRequired (402), BillingConflict (409)
+    errors       PaymentRequired (402); conflicts are core.errors.Conflict (409)
 """
 
 from billing.services.checkout import (
@@ -27,7 +27,7 @@ from billing.services.checkout import (
     run_payment_open_or_create,
     run_payment_request,
 )
-from billing.services.errors import BillingConflict, PaymentRequired
+from billing.services.errors import PaymentRequired
 from billing.services.fulfilment import (
     RECONCILE_WINDOW,
     TOKEN_PREFIX,
@@ -51,7 +51,6 @@ __all__ = [
     "OPEN_PAYMENT_MIN_REMAINING",
     "RECONCILE_WINDOW",
     "TOKEN_PREFIX",
-    "BillingConflict",
     "PaymentRequired",
     "credit_pack_checkout_start",
     "credits_grant",

@@ -18,7 +18,8 @@ from billing import selectors, stripe_api
 from billing.locks import lock_account
 from billing.models import CreditPack, Payment, PaymentPurpose, PaymentStatus
 from billing.services.common import price_text
-from billing.services.errors import BillingConflict, PaymentRequired
+from billing.services.errors import PaymentRequired
+from core.errors import Conflict
 
 # A 402 reuses the open Payment only while its Checkout Session has this long left,
 # so nobody is sent to a checkout page that closes while they type their card number.
@@ -76,9 +77,9 @@ def run_payment_open_or_create(*, user) -> Payment:
 def credit_pack_checkout_start(*, user, credit_pack: CreditPack) -> Payment:
     """A Payment for a credit pack with its Checkout Session (reusing an open one)."""
     if not settings.BILLING_ENABLED:
-        raise BillingConflict("Billing is off on this server: runs are free.")
+        raise Conflict("Billing is off on this server: runs are free.")
     if not credit_pack.active:
-        raise BillingConflict("This credit pack is no longer on sale.")
+        raise Conflict("This credit pack is no longer on sale.")
     with transaction.atomic():
         lock_account(user)
         payment = (

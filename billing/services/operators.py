@@ -14,15 +14,15 @@ from billing import selectors, stripe_api
 from billing.locks import lock_account, lock_payment
 from billing.models import LedgerEntry, LedgerKind, Payment, PaymentStatus
 from billing.services.common import payment_note
-from billing.services.errors import BillingConflict
+from core.errors import Conflict
 
 
 def credits_grant(*, user, runs: int, reason: str, operator) -> LedgerEntry:
     """An operator gives an account credits; the reason is kept on the ledger."""
     if runs <= 0:
-        raise BillingConflict("Grant a positive number of runs.")
+        raise Conflict("Grant a positive number of runs.")
     if not reason.strip():
-        raise BillingConflict("Say why the credits are granted.")
+        raise Conflict("Say why the credits are granted.")
     return LedgerEntry.objects.create(
         user=user, kind=LedgerKind.GRANT, runs=runs, reason=reason.strip(), created_by=operator
     )
@@ -31,14 +31,14 @@ def credits_grant(*, user, runs: int, reason: str, operator) -> LedgerEntry:
 def credits_revoke(*, user, runs: int, reason: str, operator) -> LedgerEntry:
     """An operator takes credits back; never more than the account holds."""
     if runs <= 0:
-        raise BillingConflict("Revoke a positive number of runs.")
+        raise Conflict("Revoke a positive number of runs.")
     if not reason.strip():
-        raise BillingConflict("Say why the credits are revoked.")
+        raise Conflict("Say why the credits are revoked.")
     with transaction.atomic():
         lock_account(user)
         balance = selectors.credit_balance(user=user)
         if runs > balance:
-            raise BillingConflict(f"The account holds {balance} credits; cannot revoke {runs}.")
+            raise Conflict(f"The account holds {balance} credits; cannot revoke {runs}.")
         return LedgerEntry.objects.create(
             user=user,
             kind=LedgerKind.REVOCATION,
@@ -54,7 +54,7 @@ def payment_token_void(*, payment: Payment, reason: str, operator) -> Payment:
         locked = lock_payment(payment.pk)
         state = locked.token_state
         if state != "unused":
-            raise BillingConflict(f"The token is {state}: only an unused one can be voided.")
+            raise Conflict(f"The token is {state}: only an unused one can be voided.")
         locked.token_voided_at = timezone.now()
         payment_note(locked, f"token voided by {operator}: {reason}")
         locked.save()
@@ -68,7 +68,7 @@ def payment_refund_in_stripe(*, payment: Payment, operator) -> dict:
     the Stripe dashboard and one made here follow the same path.
     """
     if payment.status != PaymentStatus.PAID or not payment.stripe_payment_intent_id:
-        raise BillingConflict("Only a paid payment can be refunded.")
+        raise Conflict("Only a paid payment can be refunded.")
     refund = stripe_api.refund_create(payment_intent_id=payment.stripe_payment_intent_id)
     with transaction.atomic():
         locked = lock_payment(payment.pk)

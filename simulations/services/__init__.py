@@ -8,7 +8,7 @@ import the names below from `simulations.services`; the modules are how they are
     execution  the worker's side: claim, sandbox, outcome, platform faults, stale leases
     retention  the beat's pass over expired results, unused models and orphaned files
     lifecycle  every status change of a run, each one conditional UPDATE: the state machine
-    errors     the DomainErrors raised here
+    errors     FMURejected (conflicts are core.errors.Conflict, with their ProblemCode)
 
 Imports go one way. Within the package: runs, execution and retention use lifecycle and
 models, never each other; lifecycle uses no other service. Across apps: simulations
@@ -16,12 +16,7 @@ imports billing (the run's Charge, billing.services' run_charge_*), never the re
 Tasks and services: see simulations/tasks.py.
 """
 
-from simulations.services.errors import (
-    FMURejected,
-    IdempotencyKeyReused,
-    ModelInUse,
-    SimulationConflict,
-)
+from simulations.services.errors import FMURejected
 from simulations.services.execution import (
     reconcile_stale_simulations,
     sandbox_limits,
@@ -52,9 +47,6 @@ from simulations.services.runs import (
 
 __all__ = [
     "FMURejected",
-    "IdempotencyKeyReused",
-    "ModelInUse",
-    "SimulationConflict",
     "fmu_limits",
     "fmu_storage_name",
     "model_delete",

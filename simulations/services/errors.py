@@ -1,29 +1,17 @@
-"""The problems simulations' services raise (each a DomainError: an HTTP status and a code)."""
+"""The one DomainError of simulations' services with data of its own; their conflicts are
+core.errors.Conflict, with a ProblemCode saying which (model-in-use, ...)."""
 
 from __future__ import annotations
 
 from core.errors import DomainError
+from core.problems import ProblemCode
 from fmuengine.inspection import InvalidFMU
 
 
 class FMURejected(DomainError):
-    """An upload that is not a usable FMU (the code says which check failed)."""
+    """An upload that is not a usable FMU: the engine's InvalidFMU code ("corrupt_zip") is
+    the ProblemCode ("corrupt-zip"), whose status (400, or 413 for a too-large one) the
+    catalogue holds; core/tests/test_problem_codes.py checks the two agree."""
 
     def __init__(self, invalid: InvalidFMU) -> None:
-        super().__init__(invalid.message, code=invalid.code.replace("_", "-"))
-        self.status_code = invalid.status
-
-
-class ModelInUse(DomainError):
-    status_code = 409
-    code = "model-in-use"
-
-
-class SimulationConflict(DomainError):
-    status_code = 409
-    code = "conflict"
-
-
-class IdempotencyKeyReused(DomainError):
-    status_code = 409
-    code = "idempotency-key-reused"
+        super().__init__(invalid.message, code=ProblemCode(invalid.code.replace("_", "-")))

@@ -3,7 +3,8 @@
 A worker owns a running run while it renews the run's lease; one whose lease ran out
 (its worker died) is failed and refunded by reconcile_stale_simulations. A failure that
 is ours, not the model's (the sandbox would not start, the result could not be stored,
-the worker was lost), fails the run and gives its charge back.
+the worker was lost), fails the run and gives its charge back: simulations.run_errors
+says which codes are ours.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from django.utils import timezone
 
 from billing.charges import Charge
 from billing.services import run_charge_give_back
+from core.storage import open_stored_file, stored_file_local_path
 from fmuengine import runner
+from fmuengine.protocol import RunErrorCode
 from simulations.locks import lock_simulation
 from simulations.models import FINISHED_STATUSES, Simulation, SimulationStatus
 from simulations.results import store_result
+from simulations.run_errors import AppRunErrorCode, refund_due
 from simulations.services.lifecycle import run_claim, run_fail, run_finish, run_lease_renew
-from simulations.storage import open_stored_file, stored_file_local_path
 from simulations.workers import default_worker_name, sandbox_require_ready
 
 logger = logging.getLogger(__name__)
@@ -101,7 +104,7 @@ def simulation_execute(
         logger.exception("simulation %s could not be run", simulation_id)
         return _platform_fault_finish(
             simulation,
-            "sandbox_failed",
+            RunErrorCode.SANDBOX_FAILED,
             "The platform could not run this simulation; it is not charged.",
         )
     finally:
@@ -174,15 +177,17 @@ def _outcome_record(simulation: Simulation, outcome: runner.SandboxOutcome) -> S
             logger.exception("result of simulation %s could not be stored", simulation.pk)
             return _platform_fault_finish(
                 simulation,
-                "result_storage_failed",
+                AppRunErrorCode.RESULT_STORAGE_FAILED,
                 "The result could not be stored; the run is not charged. Please retry.",
                 extra={**fields, "error_code": "", "error_message": ""},
             )
         fields.update(progress=1.0, **stored)
-    if outcome.status == "platform_error":
-        return _platform_fault_finish(
-            simulation, outcome.error_code or "sandbox_failed", outcome.message or "", extra=fields
-        )
+        return run_finish(simulation=simulation, fields=fields)
+    # The engine always names why a run did not succeed; a platform error it could not
+    # name is still the sandbox's.
+    error_code = outcome.error_code or RunErrorCode.SANDBOX_FAILED
+    if refund_due(error_code):
+        return _platform_fault_finish(simulation, error_code, outcome.message or "", extra=fields)
     return run_finish(simulation=simulation, fields=fields)
 
 
@@ -191,9 +196,12 @@ def _platform_fault_finish(
 ) -> Simulation:
     """Our fault, not the model's: the run fails and its charge is given back.
 
-    Logged at WARNING with its cause, whether or not there was a charge to give back:
-    every platform fault is something an operator should be able to find by run id.
+    Only for an error code run_errors counts as the platform's (refund_due). Logged at
+    WARNING with its cause, whether or not there was a charge to give back: every
+    platform fault is something an operator should be able to find by run id.
     """
+    if not refund_due(error_code):
+        raise ValueError(f"{error_code!r} is not the platform's fault")
     with transaction.atomic():
         locked = lock_simulation(simulation.pk)
         if locked.status in FINISHED_STATUSES:
@@ -234,7 +242,7 @@ def reconcile_stale_simulations() -> int:
         simulation = Simulation.objects.get(pk=simulation_id)
         _platform_fault_finish(
             simulation,
-            "worker_lost",
+            AppRunErrorCode.WORKER_LOST,
             "The worker running this simulation stopped; it is not charged. Please retry.",
         )
         count += 1

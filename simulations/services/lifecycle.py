@@ -43,6 +43,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from billing.charges import Charge
+from fmuengine.protocol import RunErrorCode
 from simulations.models import Simulation, SimulationStatus
 from simulations.notifications import publish_simulation_finished
 
@@ -87,7 +88,7 @@ def run_cancel_queued(*, simulation: Simulation, now: datetime, charge: Charge) 
         "status": SimulationStatus.CANCELLED,
         "finished_at": now,
         "cancel_requested_at": now,
-        "error_code": "cancelled",
+        "error_code": RunErrorCode.CANCELLED,
         "error_message": "Cancelled before it started.",
         "charge": charge.to_json(),
     }

@@ -8,17 +8,19 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from fmuengine.inspection import FMULimits, InvalidFMU, inspect_fmu
-from simulations.locks import lock_stored_fmu
-from simulations.models import Model, SimulationStatus
-from simulations.selectors import storage_object_in_use
-from simulations.services.errors import FMURejected, ModelInUse
-from simulations.storage import (
+from core.errors import Conflict
+from core.problems import ProblemCode
+from core.storage import (
     StorageUnavailable,
     delete_stored_file,
     store_file,
     stored_file_exists,
 )
+from fmuengine.inspection import FMULimits, InvalidFMU, inspect_fmu
+from simulations.locks import lock_stored_fmu
+from simulations.models import Model, SimulationStatus
+from simulations.selectors import storage_object_in_use
+from simulations.services.errors import FMURejected
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +83,10 @@ def model_delete(*, model: Model) -> None:
         status__in=[SimulationStatus.QUEUED, SimulationStatus.RUNNING]
     ).exists()
     if active:
-        raise ModelInUse("The model has queued or running simulations; cancel them first.")
+        raise Conflict(
+            "The model has queued or running simulations; cancel them first.",
+            code=ProblemCode.MODEL_IN_USE,
+        )
     model.delete()
 
 

@@ -17,15 +17,15 @@ from django.conf import settings
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from core.errors import Conflict
+from core.storage import StorageUnavailable, delete_stored_file, stored_files_older_than
 from simulations.models import Model, Simulation
-from simulations.services.errors import ModelInUse
 from simulations.services.models import (
     fmu_storage_name,
     model_delete,
     stored_fmu_release,
     stored_result_release,
 )
-from simulations.storage import StorageUnavailable, delete_stored_file, stored_files_older_than
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def models_expire(*, now: datetime | None = None) -> int:
     for model in stale.iterator(chunk_size=RETENTION_BATCH_SIZE):
         try:
             model_delete(model=model)
-        except ModelInUse:
+        except Conflict:  # model_delete's only conflict: the model has active runs
             continue
         deleted += 1
     return deleted

@@ -18,10 +18,13 @@ from billing.services import (
     run_charge_take,
     run_payment_request,
 )
+from core.errors import Conflict
+from core.problems import ProblemCode
+from fmuengine.protocol import RunErrorCode
 from simulations.locks import lock_simulation
 from simulations.models import Model, Simulation, SimulationStatus
 from simulations.params import simulation_params
-from simulations.services.errors import IdempotencyKeyReused, SimulationConflict
+from simulations.run_errors import refund_due
 from simulations.services.lifecycle import run_cancel_queued, run_cancel_request
 
 # Retention counts idle days: an hour is precise enough, and saves a write per run.
@@ -85,8 +88,9 @@ def simulation_create(
 def _simulation_replayed(owner, idempotency_key: str, fingerprint: str) -> Simulation | None:
     existing = Simulation.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
     if existing is not None and existing.request_fingerprint != fingerprint:
-        raise IdempotencyKeyReused(
-            "This Idempotency-Key was used for a different request; use a new key."
+        raise Conflict(
+            "This Idempotency-Key was used for a different request; use a new key.",
+            code=ProblemCode.IDEMPOTENCY_KEY_REUSED,
         )
     return existing
 
@@ -112,23 +116,23 @@ def simulation_cancel(*, simulation: Simulation) -> Simulation:
     with transaction.atomic():
         locked = lock_simulation(simulation.pk)
         if locked.status == SimulationStatus.QUEUED:
-            charge = run_charge_give_back(
-                charge=Charge.from_json(locked.charge), reason="cancelled before start"
-            )
+            charge = Charge.from_json(locked.charge)
+            if refund_due(RunErrorCode.CANCELLED, started=False):
+                charge = run_charge_give_back(charge=charge, reason="cancelled before start")
             run_cancel_queued(simulation=locked, now=now, charge=charge)
         elif locked.status == SimulationStatus.RUNNING:
             run_cancel_request(simulation=locked, now=now)
         else:
-            raise SimulationConflict(f"The simulation has already finished ({locked.status}).")
+            raise Conflict(f"The simulation has already finished ({locked.status}).")
     return locked
 
 
 def simulation_retry(*, simulation: Simulation) -> Simulation:
     """Operators only: a new run with the same parameters, free (the first one was charged)."""
     if not simulation.is_finished:
-        raise SimulationConflict("Only a finished simulation can be retried.")
+        raise Conflict("Only a finished simulation can be retried.")
     if simulation.model is None:
-        raise SimulationConflict("The model of this simulation has been deleted.")
+        raise Conflict("The model of this simulation has been deleted.")
     with transaction.atomic():
         retry = Simulation.objects.create(
             owner=simulation.owner,
@@ -153,11 +157,11 @@ def simulation_refund(*, simulation: Simulation, reason: str, operator) -> Simul
         locked = lock_simulation(simulation.pk)
         charge = Charge.from_json(locked.charge)
         if not charge.is_paid:
-            raise SimulationConflict("This run was free: there is nothing to refund.")
+            raise Conflict("This run was free: there is nothing to refund.")
         if charge.refunded:
-            raise SimulationConflict("This run's charge has already been given back.")
+            raise Conflict("This run's charge has already been given back.")
         if not locked.is_finished:
-            raise SimulationConflict("Only a finished run can be refunded; cancel it instead.")
+            raise Conflict("Only a finished run can be refunded; cancel it instead.")
         locked.charge = run_charge_give_back(
             charge=charge, reason=f"operator: {reason}", operator=operator
         ).to_json()

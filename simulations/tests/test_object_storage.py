@@ -363,7 +363,7 @@ def unreachable_storage(settings):
     settings.STORAGES = {
         **settings.STORAGES,
         "default": {
-            "BACKEND": "simulations.object_storage.ObjectStorage",
+            "BACKEND": "core.object_storage.ObjectStorage",
             "OPTIONS": {
                 "bucket_name": "nowhere",
                 "endpoint_url": f"http://127.0.0.1:{free_port()}",
@@ -415,7 +415,7 @@ def test_a_run_whose_fmu_cannot_be_fetched_fails_as_our_fault_without_a_result(
 def test_the_object_storage_backend_can_be_pickled(s3_bucket):
     import pickle
 
-    from simulations.object_storage import ObjectStorage
+    from core.object_storage import ObjectStorage
 
     backend = ObjectStorage(**s3_bucket.storage_options())
     backend.save("probe.txt", io.BytesIO(b"ok"))
@@ -429,7 +429,7 @@ def test_the_object_storage_backend_can_be_pickled(s3_bucket):
 def test_storing_a_file_copies_it_and_leaves_the_callers_file_alone(
     backend, request, fmu_paths, tmp_path
 ):
-    from simulations.storage import open_stored_file, store_file
+    from core.storage import open_stored_file, store_file
 
     if backend == "s3":
         request.getfixturevalue("s3_storage")
@@ -444,7 +444,7 @@ def test_storing_a_file_copies_it_and_leaves_the_callers_file_alone(
 @pytest.mark.parametrize("backend", ["local", "s3"])
 @pytest.mark.django_db
 def test_only_local_storage_offers_a_stored_file_in_place(backend, request, fmu_paths):
-    from simulations.storage import store_file, stored_file_local_path
+    from core.storage import store_file, stored_file_local_path
 
     if backend == "s3":
         request.getfixturevalue("s3_storage")

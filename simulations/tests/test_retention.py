@@ -17,7 +17,8 @@ from django.utils import timezone
 
 from accounts.tests.clients import client_for
 from accounts.tests.factories import UserFactory
-from simulations import services, storage, tasks
+from core import storage
+from simulations import services, tasks
 from simulations.models import Model, Simulation, SimulationStatus
 from simulations.services import retention
 from simulations.tests.test_result_streaming import stored_result

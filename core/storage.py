@@ -1,9 +1,11 @@
-"""Where FMUs and results are kept: Django's default storage, local or an S3-compatible bucket.
+"""Where stored files (uploaded FMUs, results) are kept: Django's default storage, local
+or an S3-compatible bucket.
 
-Every read and write of a stored FMU or result goes through `default_storage` (so the
-same code runs on MEDIA_ROOT in embedded mode and on a bucket shared by all machines),
-and every storage failure becomes one error, `StorageUnavailable` (503), here. The S3
-backend itself is `simulations.object_storage.ObjectStorage`.
+Infrastructure, not the simulations domain: it knows files by name, not what they hold.
+Every read and write of a stored file goes through `default_storage` (so the same code
+runs on MEDIA_ROOT in embedded mode and on a bucket shared by all machines), and every
+storage failure becomes one error, `StorageUnavailable` (503), here. The S3 backend
+itself is `core.object_storage.ObjectStorage`.
 """
 
 from __future__ import annotations
