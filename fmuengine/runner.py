@@ -132,10 +132,14 @@ class SandboxOutcome:
     # left it to the run ("off", "bad_key", "unprepared").
     model_cache: str = "off"
     run_id: str = ""  # the run's name in the sandbox (its dir under the run root)
+    # Holds the run dir's lock until cleanup(), so no sweep takes the result away.
+    owner: _RunDir | None = field(default=None, repr=False, compare=False)
 
     def cleanup(self) -> None:
         """Delete the run's dir (result and log); safe to call more than once."""
-        if self.run_dir is not None:
+        if self.owner is not None:
+            self.owner.remove()
+        elif self.run_dir is not None:
             remove_tree(self.run_dir)
 
 
@@ -210,14 +214,29 @@ def isolation_level() -> str:
 # ---- run dirs and slots ----------------------------------------------------------------
 
 
-_swept = threading.Event()
+SWEEP_INTERVAL_SECONDS = 600.0
+_sweep_lock = threading.Lock()
+_next_sweep = 0.0
 
 
 def _sweep_abandoned_run_dirs() -> None:
-    """Remove run dirs whose runner is gone (a killed worker): each live run holds an
-    flock on its dir's .lock."""
+    """Remove run dirs whose runner is gone (a killed worker), at most every ten
+    minutes per process: a live run holds an flock on its dir's .lock from its
+    creation until its caller's cleanup(); a dir younger than the interval is left
+    alone whatever its lock says (it may be being made right now)."""
+    global _next_sweep
+    with _sweep_lock:
+        now = time.monotonic()
+        if now < _next_sweep:
+            return
+        _next_sweep = now + SWEEP_INTERVAL_SECONDS
     for entry in os.scandir(_settings.run_root):
         if not entry.name.startswith("run-") or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            if time.time() - entry.stat(follow_symlinks=False).st_mtime < SWEEP_INTERVAL_SECONDS:
+                continue
+        except OSError:
             continue
         try:
             fd = os.open(os.path.join(entry.path, ".lock"), os.O_RDWR | os.O_NOFOLLOW)
@@ -230,8 +249,6 @@ def _sweep_abandoned_run_dirs() -> None:
                 continue  # its runner is alive
             finally:
                 os.close(fd)
-        elif time.time() - entry.stat(follow_symlinks=False).st_mtime < 3600:
-            continue  # being created right now
         remove_tree(entry.path)
 
 
@@ -250,9 +267,7 @@ class _RunDir:
     @classmethod
     def create(cls, fmu_path: Path, params: dict[str, Any]) -> _RunDir:
         ensure_private_dir(_settings.run_root, 0o711)
-        if not _swept.is_set():
-            _swept.set()
-            _sweep_abandoned_run_dirs()
+        _sweep_abandoned_run_dirs()
         path = Path(tempfile.mkdtemp(prefix="run-", dir=_settings.run_root))
         lock_fd = os.open(path / ".lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
@@ -268,9 +283,13 @@ class _RunDir:
         return cls(path, lock_fd, digest.hexdigest())
 
     def remove(self) -> None:
+        """Delete the dir, then let go of its lock; safe to call more than once."""
+        if self.lock_fd < 0:
+            return
         remove_tree(self.path)
         with contextlib.suppress(OSError):
             os.close(self.lock_fd)
+        self.lock_fd = -1
 
 
 class _Slot:
@@ -458,6 +477,7 @@ def run_simulation(
             log_tail=outputs.read_log_tail(run_dir.out / LOG_FILE),
             cpu_seconds=float(finished.get("cpu_seconds") or 0.0),
             run_dir=run_dir.path if keep_run_dir else None,
+            owner=run_dir if keep_run_dir else None,
             model_cache=str(finished.get("model_cache", "off")),
             run_id=run_id,
         )
@@ -483,9 +503,7 @@ def run_simulation(
             connection_pool.give_back(connection)
         if slot is not None:
             slot.release()
-        if keep_run_dir:
-            os.close(run_dir.lock_fd)  # the dir stays until the caller's cleanup()
-        else:
+        if not keep_run_dir:  # else it stays, locked, until the caller's cleanup()
             run_dir.remove()
 
 

@@ -654,3 +654,24 @@ def test_no_run_starts_while_the_run_root_has_less_free_disk_than_the_threshold(
     assert_failed(outcome, "platform_error", "sandbox_failed")
     assert outcome.log_tail == ""  # no model code ran
     assert runner.sandbox_status().ready
+
+
+def test_a_sweep_leaves_a_finished_runs_result_until_cleanup_and_takes_abandoned_dirs(
+    fmu_paths, monkeypatch
+):
+    outcome = run(fmu_paths["bouncing_ball"])
+    assert outcome.run_dir is not None and outcome.result_path is not None
+    abandoned = sandbox_client.settings.run_root / "run-abandoned"
+    (abandoned / "out").mkdir(parents=True)
+    (abandoned / ".lock").touch()
+    long_ago = time.time() - 2 * runner.SWEEP_INTERVAL_SECONDS
+    for path in (outcome.run_dir, abandoned):
+        os.utime(path, (long_ago, long_ago))
+    monkeypatch.setattr(runner, "_next_sweep", 0.0)
+
+    runner._sweep_abandoned_run_dirs()  # as another worker process starting up would
+
+    assert not abandoned.exists()
+    assert outcome.result_path.exists()  # still locked by its run until cleanup()
+    assert len(load_result(outcome)) == 301
+    assert not outcome.run_dir.exists()
