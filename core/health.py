@@ -39,7 +39,8 @@ def check_broker() -> None:
         connect_timeout=BROKER_TIMEOUT_SECONDS,
     )
     try:
-        broker.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
+        # kombu takes seconds as a float (time() + timeout); celery-types' stub says int.
+        broker.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)  # type: ignore[arg-type]
     finally:
         broker.release()
 

@@ -1,7 +1,9 @@
 """How the Celery worker treats its database connection between tasks."""
 
 import pytest
-from celery.fixups.django import DjangoWorkerFixup
+
+# celery-types 0.26 stubs only DjangoFixup; celery/fixups/django.py defines this one too.
+from celery.fixups.django import DjangoWorkerFixup  # type: ignore[attr-defined]
 from celery.signals import task_postrun, task_prerun
 from django.db import connection
 
