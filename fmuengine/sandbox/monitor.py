@@ -61,6 +61,7 @@ SCRATCH_FULL_MARGIN_BYTES = 1 << 20
 PREPARED_MAX_DEPTH = 64
 PREPARED_MAX_ENTRIES = 20_000
 OOM_POLL_MILLISECONDS = 100
+GO = b"g"  # monitor -> model process: the job's limits are in place
 # A spare's cgroup until its job's caps arrive (it runs no model code before then).
 SPARE_CGROUP_LIMITS = CgroupLimits(memory_bytes=512 << 20, max_processes=4, cpus=1.0)
 
@@ -151,6 +152,11 @@ def _model_process(setup: JailSetup, fds: dict[str, int]) -> NoReturn:
         job, params, progress_fd = _confine(setup, fds)
         os.write(fds["setup_w"], b"ok")
         os.close(fds["setup_w"])
+        # The monitor sizes the scratch and writes the cgroup's caps while this process
+        # confines itself; no model code runs before it says "go".
+        if os.read(fds["go_r"], 1) != GO:
+            os._exit(SETUP_FAILED_EXIT_CODE)
+        os.close(fds.pop("go_r"))
     except BaseException as error:
         try:
             os.write(fds["setup_w"], f"{type(error).__name__}: {error}"[:2000].encode())
@@ -211,10 +217,10 @@ def _confine(setup: JailSetup, fds: dict[str, int]) -> tuple[Job, dict[str, Any]
         if setup.mode == ISOLATION_SETUID:
             os.chown(MODEL_FILE, job.uid, job.gid)
     log_fd = os.open(LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
-    progress_fd, setup_fd, lifeline_fd = jail.arrange_descriptors(
-        log_fd, [fds["progress_w"], fds["setup_w"], fds["lifeline_r"]]
+    progress_fd, setup_fd, lifeline_fd, go_fd = jail.arrange_descriptors(
+        log_fd, [fds["progress_w"], fds["setup_w"], fds["lifeline_r"], fds["go_r"]]
     )
-    fds.update(progress_w=progress_fd, setup_w=setup_fd, lifeline_r=lifeline_fd)
+    fds.update(progress_w=progress_fd, setup_w=setup_fd, lifeline_r=lifeline_fd, go_r=go_fd)
     os.set_blocking(progress_fd, False)
     jail.apply_rlimits(job.limits)
 
@@ -265,14 +271,14 @@ def run_monitor(setup: JailSetup, fds: dict[str, int]) -> NoReturn:
             assert setup.scratch_point is not None
             jail.mount(None, "/", None, jail.MS_REC | jail.MS_PRIVATE, None)
             jail.mount_scratch(setup.scratch_point, 1 << 20)
-        for name in ("setup", "lifeline", "job"):
+        for name in ("setup", "lifeline", "job", "go"):
             fds[f"{name}_r"], fds[f"{name}_w"] = os.pipe()
         pid = os.fork()
         if pid == 0:
-            for name in ("status_w", "request_r", "setup_r", "lifeline_w", "job_w"):
+            for name in ("status_w", "request_r", "setup_r", "lifeline_w", "job_w", "go_w"):
                 os.close(fds.pop(name))
             _model_process(setup, fds)
-        for name in ("progress_w", "setup_w", "lifeline_r", "job_r"):
+        for name in ("progress_w", "setup_w", "lifeline_r", "job_r", "go_r"):
             os.close(fds.pop(name))
         cgroup = None
         if setup.cgroups is not None:
@@ -326,7 +332,12 @@ def _monitor_job(setup: JailSetup, fds: dict[str, int], pid: int, cgroup: RunCgr
     job = Job.from_json(json.loads(line))
     baseline: tuple[int, float | None] | None = None
     try:
-        work = _prepare_work_dir(setup, job)
+        if setup.namespaces:
+            write_line(fds["job_w"], job.to_json())  # it confines itself meanwhile
+            work = _prepare_work_dir(setup, job)
+        else:  # its work dir must exist before it changes into it
+            work = _prepare_work_dir(setup, job)
+            write_line(fds["job_w"], job.to_json())
         if cgroup is not None:
             cgroup.set_job_limits(
                 CgroupLimits(
@@ -337,8 +348,9 @@ def _monitor_job(setup: JailSetup, fds: dict[str, int], pid: int, cgroup: RunCgr
             )
             cgroup.reset_peak()
             baseline = (cgroup.oom_kills(), cgroup.cpu_seconds())
-        write_line(fds["job_w"], job.to_json())
         os.close(fds.pop("job_w"))
+        os.write(fds["go_w"], GO)
+        os.close(fds.pop("go_w"))
         write_line(fds["status_w"], {"pid": pid})
         _, status, usage = _wait(pid, cgroup, baseline)
         report: dict[str, Any] = {
