@@ -27,8 +27,9 @@ class DomainError(Exception):
 
     def __init__(self, detail: str, *, code: ProblemCode | None = None, **extra: object) -> None:
         super().__init__(detail)
-        # ProblemCode(...) also refuses a code that is not in the catalogue.
-        self.code = ProblemCode(code or type(self).code)
+        # ProblemCode(...) also refuses a code that is not in the catalogue. (A lookup by
+        # value: mypy checks it against ProblemCode.__new__, which makes the members.)
+        self.code = ProblemCode(code or type(self).code)  # type: ignore[call-arg]
         if self.status_of_codes is not None and self.code.status != self.status_of_codes:
             raise ValueError(f"{type(self).__name__} cannot carry {self.code!r}")
         self.detail = detail

@@ -67,7 +67,10 @@ def problem_exception_handler(exc: Exception, context: dict) -> Response:
         )
     elif isinstance(exc, exceptions.Throttled):
         body = problem_body(
-            ProblemCode.THROTTLED, str(exc.detail), retry_after_seconds=exc.wait and int(exc.wait)
+            ProblemCode.THROTTLED,
+            str(exc.detail),
+            # Throttled.__init__ sets wait; djangorestframework-stubs leave it out.
+            retry_after_seconds=exc.wait and int(exc.wait),  # type: ignore[attr-defined]
         )
     else:
         detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)

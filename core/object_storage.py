@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import threading
 import uuid
+from typing import IO, Any
 
 from django.core.files import File
 from storages.backends.s3 import S3Storage
@@ -46,7 +47,7 @@ class ObjectStorage(S3Storage):
             response_checksum_validation="when_required",
         )
         # Options the deployment set explicitly (AWS_S3_CLIENT_CONFIG) win over these.
-        self.client_config = fail_fast.merge(self.client_config)
+        self.client_config: Config = fail_fast.merge(self.client_config)
         self._session = None
         self._session_lock = threading.Lock()
         self._probe_client = None
@@ -126,9 +127,8 @@ class ObjectStorage(S3Storage):
         raw = RangedObjectReader(
             client=self.connection.meta.client, bucket=self.bucket_name, key=key
         )
-        stream = io.BufferedReader(raw, buffer_size=READ_RANGE_BYTES)
-        if "b" not in mode:
-            stream = io.TextIOWrapper(stream, encoding="utf-8")
+        binary = io.BufferedReader(raw, buffer_size=READ_RANGE_BYTES)
+        stream: IO[Any] = binary if "b" in mode else io.TextIOWrapper(binary, encoding="utf-8")
         return File(stream, name=name)
 
     def probe(self) -> None:

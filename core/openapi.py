@@ -37,7 +37,9 @@ class ProblemSerializer(serializers.Serializer):
 
 
 class ValidationProblemSerializer(ProblemSerializer):
-    errors = serializers.DictField(
+    # DRF's metaclass takes declared fields off the class: this does not replace
+    # Serializer.errors, as mypy thinks.
+    errors = serializers.DictField(  # type: ignore[assignment]
         child=serializers.ListField(child=serializers.CharField()),
         required=False,
         help_text="Messages by field; nested fields are dotted (`start_values.k`).",

@@ -29,7 +29,8 @@ class ProblemCode(enum.StrEnum):
     """One problem type: its slug (the end of the `type` URI), HTTP status and title."""
 
     status: int
-    title: str
+    # RFC 9457's member name; it shadows str.title() on the members, on purpose.
+    title: str  # type: ignore[assignment]
 
     def __new__(cls, slug: str, status: int, title: str) -> ProblemCode:
         member = str.__new__(cls, slug)
@@ -132,12 +133,16 @@ def problem_body(
 def problem_response(code: ProblemCode, detail: str, **extra: object) -> Response:
     """A problem for DRF views and DRF's exception handler (rendered like any DRF response)."""
     return Response(
-        problem_body(code, detail, **extra), status=code.status, content_type=PROBLEM_CONTENT_TYPE
+        problem_body(code, detail, status=code.status, **extra),
+        status=code.status,
+        content_type=PROBLEM_CONTENT_TYPE,
     )
 
 
 def problem_json_response(code: ProblemCode, detail: str, **extra: object) -> JsonResponse:
     """A problem from plain Django code, outside DRF: middleware, health, 404/500 handlers."""
     return JsonResponse(
-        problem_body(code, detail, **extra), status=code.status, content_type=PROBLEM_CONTENT_TYPE
+        problem_body(code, detail, status=code.status, **extra),
+        status=code.status,
+        content_type=PROBLEM_CONTENT_TYPE,
     )

@@ -17,7 +17,9 @@ class PlotlyJsFinder(BaseFinder):
     def __init__(self, *args, **kwargs) -> None:
         self.package_data = Path(plotly.__file__).parent / "package_data"
         self.storage = FileSystemStorage(location=str(self.package_data))
-        self.storage.prefix = "vendor"
+        # collectstatic copies a finder storage's files under its `prefix`, an attribute
+        # that Django's own FileSystemFinder sets the same way (no Storage declares it).
+        self.storage.prefix = "vendor"  # type: ignore[attr-defined]
 
     def check(self, **kwargs) -> list:
         return []

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import IO
 
 from django.core.files import File
 from django.core.files.base import ContentFile
@@ -72,6 +73,8 @@ class LocalFile(File):
     of through parts held in memory. Not `temporary_file_path()`: FileSystemStorage would
     move a file that has one, taking it away from its owner.
     """
+
+    file: IO[bytes]  # made from a file opened on disk, never None as File allows
 
     def local_path(self) -> str:
         return self.file.name

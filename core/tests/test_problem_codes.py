@@ -20,8 +20,11 @@ def invalid_fmu_codes() -> dict[str, int]:
                 continue
             code = node.args[0]
             assert isinstance(code, ast.Constant), f"{path.name}:{node.lineno}: a literal code"
+            assert isinstance(code.value, str), f"{path.name}:{node.lineno}: a literal code"
             status = next((k.value for k in node.keywords if k.arg == "status"), None)
-            codes[code.value] = status.value if isinstance(status, ast.Constant) else 400
+            value = status.value if isinstance(status, ast.Constant) else 400
+            assert isinstance(value, int), f"{path.name}:{node.lineno}: a literal status"
+            codes[code.value] = value
     return codes
 
 
