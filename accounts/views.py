@@ -8,6 +8,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from accounts.forms import ApiKeyCreateForm, SignupForm
+from accounts.http import AuthenticatedHttpRequest
 from accounts.models import ApiKey
 from accounts.selectors import api_key_for_user, api_keys_for_user
 from accounts.services import api_key_create, api_key_revoke, user_create
@@ -47,7 +48,7 @@ def _consume_form_nonce(request: HttpRequest) -> bool:
 
 
 @login_required
-def api_keys(request: HttpRequest) -> HttpResponse:
+def api_keys(request: AuthenticatedHttpRequest) -> HttpResponse:
     """List keys; a POST creates one and shows its plaintext in this response only.
 
     The plaintext never goes into the session (a database row), so there is no
@@ -86,7 +87,7 @@ def api_keys(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def api_key_revoke_view(request: HttpRequest, key_id: int) -> HttpResponse:
+def api_key_revoke_view(request: AuthenticatedHttpRequest, key_id: int) -> HttpResponse:
     try:
         api_key = api_key_for_user(user=request.user, key_id=key_id)
     except ApiKey.DoesNotExist as exc:

@@ -17,8 +17,9 @@ FORM_NONCE = re.compile(r'name="form_nonce" value="([^"]+)"')
 
 def post_key_form(client: Client, data: dict):
     """GET the keys page (for its one-time form nonce), then POST the form."""
-    nonce = FORM_NONCE.search(client.get(reverse("accounts:keys")).content.decode()).group(1)
-    return client.post(reverse("accounts:keys"), {**data, "form_nonce": nonce})
+    nonce = FORM_NONCE.search(client.get(reverse("accounts:keys")).content.decode())
+    assert nonce, "the keys page carries its form's nonce"
+    return client.post(reverse("accounts:keys"), {**data, "form_nonce": nonce.group(1)})
 
 
 def create_key_through_portal(client: Client, name: str = "laptop") -> tuple[str, str]:
