@@ -193,6 +193,8 @@ def _confine(setup: JailSetup, fds: dict[str, int]) -> tuple[Job, dict[str, Any]
             setup.library_dirs,
             in_user_namespace=setup.mode == ISOLATION_USER_NAMESPACES,
         )
+    os.write(fds["ns_w"], b"r")  # the monitor may now hold on to this mount namespace
+    os.close(fds.pop("ns_w"))
     line = read_line(fds["job_r"])
     if line is None:
         os._exit(0)  # not needed: the spare is discarded
@@ -271,14 +273,14 @@ def run_monitor(setup: JailSetup, fds: dict[str, int]) -> NoReturn:
             assert setup.scratch_point is not None
             jail.mount(None, "/", None, jail.MS_REC | jail.MS_PRIVATE, None)
             jail.mount_scratch(setup.scratch_point, 1 << 20)
-        for name in ("setup", "lifeline", "job", "go"):
+        for name in ("setup", "lifeline", "job", "go", "ns"):
             fds[f"{name}_r"], fds[f"{name}_w"] = os.pipe()
         pid = os.fork()
         if pid == 0:
-            for name in ("status_w", "request_r", "setup_r", "lifeline_w", "job_w", "go_w"):
+            for name in ("status_w", "request_r", "setup_r", "lifeline_w", "job_w", "go_w", "ns_r"):
                 os.close(fds.pop(name))
             _model_process(setup, fds)
-        for name in ("progress_w", "setup_w", "lifeline_r", "job_r", "go_r"):
+        for name in ("progress_w", "setup_w", "lifeline_r", "job_r", "go_r", "ns_w"):
             os.close(fds.pop(name))
         cgroup = None
         if setup.cgroups is not None:
@@ -331,6 +333,7 @@ def _monitor_job(setup: JailSetup, fds: dict[str, int], pid: int, cgroup: RunCgr
     os.close(fds.pop("request_r"))
     job = Job.from_json(json.loads(line))
     baseline: tuple[int, float | None] | None = None
+    model_namespace = _hold_mount_namespace(pid, fds.pop("ns_r"))
     try:
         if setup.namespaces:
             write_line(fds["job_w"], job.to_json())  # it confines itself meanwhile
@@ -387,6 +390,8 @@ def _monitor_job(setup: JailSetup, fds: dict[str, int], pid: int, cgroup: RunCgr
                 cgroup.remove()
         if not setup.namespaces:
             remove_tree(os.path.join(job.run_dir, WORK_DIR))
+        if model_namespace >= 0:
+            os.close(model_namespace)  # its teardown, now that the report is out
 
 
 def _wait(
@@ -408,6 +413,21 @@ def _wait(
         finally:
             os.close(pidfd)
     return os.wait4(pid, 0)
+
+
+def _hold_mount_namespace(pid: int, ready_fd: int) -> int:
+    """An fd of the model process's own mount namespace (-1 if it has none), so that
+    the namespace outlives the process: tearing it down waits for an RCU grace period
+    (14 ms of a small run's latency here, between the model's exit and wait4), which
+    then happens after the report, when the monitor exits."""
+    try:
+        if os.read(ready_fd, 1) != b"r":
+            return -1
+        return os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+    finally:
+        os.close(ready_fd)
 
 
 def _prepare_work_dir(setup: JailSetup, job: Job) -> str:
