@@ -70,14 +70,19 @@ def simulation_create(
             _model_mark_used(model)
             transaction.on_commit(lambda: _enqueue(simulation.pk))
     except IntegrityError:
-        # A concurrent request with the same Idempotency-Key committed first.
-        existing = _simulation_replayed(owner, idempotency_key, fingerprint)
+        # A concurrent request with the same Idempotency-Key committed first. Without a key
+        # the error is another one (a model deleted meanwhile): no run of the owner's is it.
+        existing = (
+            _simulation_replayed(owner, idempotency_key, fingerprint) if idempotency_key else None
+        )
         if existing is None:
             raise
         return existing, False
     except PaymentRequired as refused:
         # A concurrent retry with the same key may have won with the same token: same run.
-        existing = idempotency_key and _simulation_replayed(owner, idempotency_key, fingerprint)
+        existing = (
+            _simulation_replayed(owner, idempotency_key, fingerprint) if idempotency_key else None
+        )
         if existing:
             return existing, False
         # The rolled-back transaction took nothing; the 402's Checkout Session is made now.
