@@ -26,7 +26,7 @@ from billing.charges import Charge, ChargeKind
 from core.openapi import EXAMPLE_UUID, PAGINATION_PARAMETERS, errors, paginated
 from fmuengine.inspection import CAUSALITIES
 from simulations import results, selectors, services
-from simulations.models import Model, Simulation, SimulationStatus
+from simulations.models import IDEMPOTENCY_KEY_MAX_LENGTH, Model, Simulation, SimulationStatus
 
 
 class ApiPagination(LimitOffsetPagination):
@@ -217,7 +217,8 @@ class ChargeSerializer(serializers.Serializer):
     def to_representation(self, instance: Charge | dict) -> dict:
         charge = instance if isinstance(instance, Charge) else Charge.from_json(instance)
         stored = charge.to_json()
-        return {name: stored[name] for name in self.fields if name in stored}
+        # BindingDict iterates over its names, not (as djangorestframework-stubs say) its fields.
+        return {name: stored[name] for name in self.fields if name in stored}  # type: ignore[index]
 
 
 @extend_schema_serializer(component_name="Simulation")
@@ -266,9 +267,6 @@ class SimulationOutputSerializer(serializers.ModelSerializer):
         if not simulation.has_result:
             return None
         return reverse("api-simulation-result", args=[simulation.pk])
-
-
-IDEMPOTENCY_KEY_MAX_LENGTH = Simulation._meta.get_field("idempotency_key").max_length
 
 
 class SimulationListApi(APIView):
@@ -481,7 +479,9 @@ class ResultJsonSerializer(serializers.Serializer):
 
     columns = serializers.ListField(child=serializers.CharField(), help_text="time first.")
     units = serializers.DictField(child=serializers.CharField(), help_text="Units by column.")
-    data = serializers.ListField(
+    # DRF's metaclass takes declared fields off the class: this does not replace
+    # Serializer.data, as mypy thinks.
+    data = serializers.ListField(  # type: ignore[assignment]
         child=serializers.ListField(child=serializers.FloatField(allow_null=True)),
         help_text="One row per output point; null for a non-finite value.",
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import cast
 
 from django import forms
 
@@ -77,9 +78,11 @@ class SimulationRunForm(forms.Form):
         self.variables = {variable.name: variable for variable in self.summary.variables}
         self.start_values_errors: list[str] = []
 
+        # self.fields holds copies of the declared fields, typed only as Field.
+        fmi_type = cast(forms.ChoiceField, self.fields["fmi_type"])
         runnable = list(model.runnable_fmi_types)
-        self.fields["fmi_type"].choices = [(name, name) for name in runnable]
-        self.fields["fmi_type"].initial = (
+        fmi_type.choices = [(name, name) for name in runnable]
+        fmi_type.initial = (
             "CoSimulation" if "CoSimulation" in runnable else (runnable[0] if runnable else None)
         )
 
@@ -98,9 +101,10 @@ class SimulationRunForm(forms.Form):
             for variable in self.summary.variables
             if variable.causality != "independent" and variable.type not in _UNSETTABLE_TYPES
         ]
-        self.fields["output"].choices = [(name, name) for name in outputs]
-        self.fields["output"].initial = output_variable_names(self.summary)
-        self.fields["output"].widget.attrs["size"] = max(4, min(len(outputs), 12))
+        output = cast(forms.MultipleChoiceField, self.fields["output"])
+        output.choices = [(name, name) for name in outputs]
+        output.initial = output_variable_names(self.summary)
+        output.widget.attrs["size"] = max(4, min(len(outputs), 12))
 
         self.settable_variables = self._settable_variables()
         self.start_value_field_names: list[str] = []
@@ -205,6 +209,7 @@ def _start_value_field(variable) -> forms.Field:
             empty_value=None,
             **options,
         )
+    field: forms.Field
     if variable.type in _INTEGER_TYPES:
         field = forms.IntegerField(**options)
     elif variable.type in _FLOAT_TYPES:

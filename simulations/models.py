@@ -65,6 +65,9 @@ FINISHED_STATUSES = (
     SimulationStatus.TIMED_OUT,
 )
 
+# The longest Idempotency-Key a run keeps (and the API accepts).
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+
 
 class Simulation(models.Model):
     """One run of a model with one set of parameters."""
@@ -84,7 +87,9 @@ class Simulation(models.Model):
     progress = models.FloatField(default=0.0)
     params = models.JSONField()
     # NULL, not "", when absent: the unique constraint applies only to given keys.
-    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    idempotency_key = models.CharField(  # noqa: DJ001
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH, null=True, blank=True
+    )
     request_fingerprint = models.CharField(max_length=64, blank=True)
     charge = models.JSONField(default=dict)
 

@@ -13,6 +13,7 @@ from functools import cache
 
 import redis
 from django.conf import settings
+from redis.client import PubSub
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class FinishedNotices:
 
     def __init__(self, simulation_id) -> None:
         self.channel = channel_name(simulation_id)
-        self.pubsub = None
+        self.pubsub: PubSub | None = None
 
     def __enter__(self) -> FinishedNotices:
         client = events_client()
@@ -67,7 +68,9 @@ class FinishedNotices:
         return self.pubsub is not None
 
     def wait(self, timeout: float) -> bool:
-        """True if the run's end was announced within `timeout` seconds."""
+        """True if the run's end was announced within `timeout` seconds; only while
+        `available`."""
+        assert self.pubsub is not None, "wait() only while available"
         try:
             return self.pubsub.get_message(timeout=timeout) is not None
         except redis.RedisError:

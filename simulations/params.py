@@ -24,6 +24,7 @@ class InvalidSimulationRequest(DomainError):
 
     def __init__(self, errors: dict[str, list[str]]) -> None:
         super().__init__("The simulation request has invalid fields; see errors.", errors=errors)
+        self.errors = errors
 
 
 def simulation_params(*, model: Model, request: dict) -> dict:

@@ -52,7 +52,9 @@ def _read_npy_header(handle) -> tuple[tuple[int, ...], bool, np.dtype]:
 
 
 def _units_for(simulation: Simulation, columns: list[str]) -> dict[str, str]:
-    variables = {variable["name"]: variable for variable in simulation.model.variables}
+    model = simulation.model
+    assert model is not None, "a run's result is stored while its model is kept"
+    variables = {variable["name"]: variable for variable in model.variables}
     units = {}
     for column in columns:
         unit = variables.get(column, {}).get("unit")

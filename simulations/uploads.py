@@ -39,7 +39,9 @@ class HashingUploadHandler(TemporaryFileUploadHandler):
 
     def file_complete(self, file_size: int):
         uploaded = super().file_complete(file_size)
-        uploaded.sha256 = self.sha256.hexdigest()
+        # TemporaryFileUploadHandler always returns its file (never None), to which this adds
+        # an attribute no UploadedFile declares: simulations.api reads upload.sha256.
+        uploaded.sha256 = self.sha256.hexdigest()  # type: ignore[union-attr]
         return uploaded
 
 

@@ -168,11 +168,13 @@ def model_run(request: HttpRequest, model_id) -> HttpResponse:
             owner=request.user, model=model, request=form.simulation_request()
         )
     except InvalidSimulationRequest as exc:
-        form.add_request_errors(exc.extra.get("errors", {}))
+        form.add_request_errors(exc.errors)
         return render(request, "simulations/model_run.html", context, status=400)
     except DomainError as exc:
         # e.g. PaymentRequired (402) with a Checkout link, or billing being unavailable.
-        payment = exc.extra.get("payment") if isinstance(exc.extra.get("payment"), dict) else {}
+        payment = exc.extra.get("payment")
+        if not isinstance(payment, dict):
+            payment = {}
         context.update(
             run_error=exc.detail,
             checkout_url=payment.get("checkout_url", ""),

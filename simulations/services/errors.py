@@ -14,4 +14,6 @@ class FMURejected(DomainError):
     catalogue holds; core/tests/test_problem_codes.py checks the two agree."""
 
     def __init__(self, invalid: InvalidFMU) -> None:
-        super().__init__(invalid.message, code=ProblemCode(invalid.code.replace("_", "-")))
+        # A lookup by value, which mypy checks against ProblemCode.__new__ (it makes members).
+        code = ProblemCode(invalid.code.replace("_", "-"))  # type: ignore[call-arg]
+        super().__init__(invalid.message, code=code)

@@ -82,13 +82,15 @@ def simulation_execute(
     simulation = Simulation.objects.select_related("model").get(pk=simulation_id)
     work_dir = Path(tempfile.mkdtemp(prefix="fmugw-run-"))
     try:
+        model = simulation.model
+        assert model is not None, "a model is kept while a run of it is queued or running"
         # The runner copies the FMU into the run's own dir: from local storage directly,
         # from object storage through a temporary file, the only local copy.
-        fmu_path = stored_file_local_path(name=simulation.model.storage_name)
+        fmu_path = stored_file_local_path(name=model.storage_name)
         if fmu_path is None:
             fmu_path = work_dir / "model.fmu"
             with (
-                open_stored_file(name=simulation.model.storage_name) as stored,
+                open_stored_file(name=model.storage_name) as stored,
                 fmu_path.open("wb") as local,
             ):
                 shutil.copyfileobj(stored, local, 1024 * 1024)
@@ -98,7 +100,7 @@ def simulation_execute(
             limits=sandbox_limits(simulation.params),
             on_progress=_progress_reporter(simulation.pk),
             should_cancel=_cancel_checker(simulation.pk),
-            model_key=simulation.model.sha256,
+            model_key=model.sha256,
         )
     except Exception:
         logger.exception("simulation %s could not be run", simulation_id)
@@ -172,6 +174,7 @@ def _outcome_record(simulation: Simulation, outcome: runner.SandboxOutcome) -> S
     }
     if outcome.status == "succeeded":
         try:
+            assert outcome.result_path is not None, "the engine's succeeded run has a result"
             stored = store_result(simulation=simulation, result_path=outcome.result_path)
         except Exception:
             logger.exception("result of simulation %s could not be stored", simulation.pk)

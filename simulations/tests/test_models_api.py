@@ -29,7 +29,7 @@ def upload(client: APIClient, path: Path):
 
 
 def stored_files(prefix: str = "fmus") -> list[str]:
-    found = []
+    found: list[str] = []
 
     def walk(directory: str) -> None:
         if not default_storage.exists(directory):

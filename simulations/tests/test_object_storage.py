@@ -94,7 +94,8 @@ def local_reference_result(owner, fmu_path: Path, monkeypatch) -> dict[str, byte
     for result_format in ("csv", "json"):
         response = client.get(f"{SIMULATIONS_URL}/{run['id']}/result?format={result_format}")
         assert response.status_code == 200
-        downloads[result_format] = b"".join(response.streaming_content)
+        # The view's StreamingHttpResponse; django-stubs type a test client's as HttpResponse.
+        downloads[result_format] = b"".join(response.streaming_content)  # type: ignore[attr-defined]
     return downloads
 
 

@@ -42,7 +42,8 @@ def result_as_array(client: APIClient, run: dict) -> tuple[list[str], np.ndarray
     response = client.get(run["result_url"] + "?format=csv")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/csv")
-    text = b"".join(response.streaming_content).decode()
+    # The view's StreamingHttpResponse; django-stubs type a test client's as HttpResponse.
+    text = b"".join(response.streaming_content).decode()  # type: ignore[attr-defined]
     rows = list(csv.reader(io.StringIO(text)))
     return rows[0], np.array(rows[1:], dtype=float)
 
