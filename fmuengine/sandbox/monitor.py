@@ -154,9 +154,7 @@ def _model_process(setup: JailSetup, fds: dict[str, int]) -> NoReturn:
         os.close(fds["setup_w"])
         # The monitor sizes the scratch and writes the cgroup's caps while this process
         # confines itself; no model code runs before it says "go".
-        if os.read(fds["go_r"], 1) != GO:
-            os._exit(SETUP_FAILED_EXIT_CODE)
-        os.close(fds.pop("go_r"))
+        _wait_for_go(fds)
     except BaseException as error:
         try:
             os.write(fds["setup_w"], f"{type(error).__name__}: {error}"[:2000].encode())
@@ -175,6 +173,15 @@ def _model_process(setup: JailSetup, fds: dict[str, int]) -> NoReturn:
         traceback.print_exc()
         code = REPORTED_FAILURE_EXIT_CODE
     os._exit(code)
+
+
+def _wait_for_go(fds: dict[str, int]) -> None:
+    """Block until the monitor has the job's dirs and caps in place (once)."""
+    if "go_r" not in fds:
+        return
+    if os.read(fds["go_r"], 1) != GO:
+        os._exit(SETUP_FAILED_EXIT_CODE)
+    os.close(fds.pop("go_r"))
 
 
 def _confine(setup: JailSetup, fds: dict[str, int]) -> tuple[Job, dict[str, Any], int]:
@@ -214,15 +221,16 @@ def _confine(setup: JailSetup, fds: dict[str, int]) -> tuple[Job, dict[str, Any]
         )
         jail.sethostname(b"sandbox")
     else:
+        _wait_for_go(fds)
         os.chdir(os.path.join(job.run_dir, WORK_DIR))
         shutil.copyfile(os.path.join(job.run_dir, MODEL_FILE), MODEL_FILE)
         if setup.mode == ISOLATION_SETUID:
             os.chown(MODEL_FILE, job.uid, job.gid)
     log_fd = os.open(LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
-    progress_fd, setup_fd, lifeline_fd, go_fd = jail.arrange_descriptors(
-        log_fd, [fds["progress_w"], fds["setup_w"], fds["lifeline_r"], fds["go_r"]]
-    )
-    fds.update(progress_w=progress_fd, setup_w=setup_fd, lifeline_r=lifeline_fd, go_r=go_fd)
+    names = [name for name in ("progress_w", "setup_w", "lifeline_r", "go_r") if name in fds]
+    arranged = jail.arrange_descriptors(log_fd, [fds[name] for name in names])
+    fds.update(zip(names, arranged, strict=True))
+    progress_fd, lifeline_fd = fds["progress_w"], fds["lifeline_r"]
     os.set_blocking(progress_fd, False)
     jail.apply_rlimits(job.limits)
 
@@ -273,11 +281,11 @@ def run_monitor(setup: JailSetup, fds: dict[str, int]) -> NoReturn:
             assert setup.scratch_point is not None
             jail.mount(None, "/", None, jail.MS_REC | jail.MS_PRIVATE, None)
             jail.mount_scratch(setup.scratch_point, 1 << 20)
-        for name in ("setup", "lifeline", "job", "go", "ns"):
+        for name in ("setup", "lifeline", "go", "ns"):
             fds[f"{name}_r"], fds[f"{name}_w"] = os.pipe()
         pid = os.fork()
         if pid == 0:
-            for name in ("status_w", "request_r", "setup_r", "lifeline_w", "job_w", "go_w", "ns_r"):
+            for name in ("status_w", "request_r", "setup_r", "lifeline_w", "go_w", "ns_r"):
                 os.close(fds.pop(name))
             _model_process(setup, fds)
         for name in ("progress_w", "setup_w", "lifeline_r", "job_r", "go_r", "ns_w"):
@@ -335,12 +343,9 @@ def _monitor_job(setup: JailSetup, fds: dict[str, int], pid: int, cgroup: RunCgr
     baseline: tuple[int, float | None] | None = None
     model_namespace = _hold_mount_namespace(pid, fds.pop("ns_r"))
     try:
-        if setup.namespaces:
-            write_line(fds["job_w"], job.to_json())  # it confines itself meanwhile
-            work = _prepare_work_dir(setup, job)
-        else:  # its work dir must exist before it changes into it
-            work = _prepare_work_dir(setup, job)
-            write_line(fds["job_w"], job.to_json())
+        # The model process got the same job from the server and confines itself
+        # meanwhile; without namespaces it waits for "go" before it enters its dir.
+        work = _prepare_work_dir(setup, job)
         if cgroup is not None:
             cgroup.set_job_limits(
                 CgroupLimits(
@@ -351,7 +356,6 @@ def _monitor_job(setup: JailSetup, fds: dict[str, int], pid: int, cgroup: RunCgr
             )
             cgroup.reset_peak()
             baseline = (cgroup.oom_kills(), cgroup.cpu_seconds())
-        os.close(fds.pop("job_w"))
         os.write(fds["go_w"], GO)
         os.close(fds.pop("go_w"))
         write_line(fds["status_w"], {"pid": pid})

@@ -334,14 +334,16 @@ class SandboxServer:
         """Hand a spare its job; a spare that cannot take it is ended."""
         try:
             data = (json.dumps(job.to_json()) + "\n").encode()
-            if os.write(spare.request_fd, data) != len(data):  # small: fits the empty pipe
-                raise OSError("the spare took part of its job")
+            for fd in (spare.job_fd, spare.request_fd):  # model process first: it has more to do
+                if os.write(fd, data) != len(data):  # small: fits the empty pipe
+                    raise OSError("the spare took part of its job")
         except OSError:
             spare.kill()
             spare.close()
             raise
-        os.close(spare.request_fd)
-        spare.request_fd = -1
+        for fd in (spare.request_fd, spare.job_fd):
+            os.close(fd)
+        spare.request_fd = spare.job_fd = -1
 
     def prepare_spare(self) -> None:
         """Fork the next job's processes ahead, so that a run waits for no fork,
@@ -359,8 +361,9 @@ class SandboxServer:
         spare, self.spare = self.spare, None
         if spare is None:
             return
-        os.close(spare.request_fd)
-        spare.request_fd = -1
+        for fd in (spare.request_fd, spare.job_fd):
+            os.close(fd)
+        spare.request_fd = spare.job_fd = -1
         if spare.pidfd >= 0:
             select.select([spare.pidfd], [], [], 1.0)
         spare.kill()

@@ -25,7 +25,10 @@ from fmuengine.sandbox.monitor import JailSetup, run_monitor
 
 SPAWN = b"S"
 PID_FORMAT = "=i"
-PASSED_FDS = ("status_w", "progress_w", "request_r")
+# The monitor's report and the model's progress (to the server), the job for the
+# monitor, and the same job for the model process, which starts confining itself at
+# once instead of waiting for the monitor to relay it.
+PASSED_FDS = ("status_w", "progress_w", "request_r", "job_r")
 
 
 class ZygoteGone(Exception):
@@ -41,13 +44,14 @@ class SpareProcesses:
     status_fd: int
     progress_fd: int
     request_fd: int = -1  # the spare's pipe for its job; -1 once assigned
+    job_fd: int = -1  # the same job, straight to its model process
 
     def close(self) -> None:
-        for fd in (self.status_fd, self.progress_fd, self.request_fd, self.pidfd):
+        for fd in (self.status_fd, self.progress_fd, self.request_fd, self.job_fd, self.pidfd):
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self.status_fd = self.progress_fd = self.request_fd = self.pidfd = -1
+        self.status_fd = self.progress_fd = self.request_fd = self.job_fd = self.pidfd = -1
 
     def kill(self) -> None:
         if self.pidfd >= 0:
@@ -70,10 +74,10 @@ class Zygote:
 
     def spawn(self) -> SpareProcesses:
         """Fork a spare (monitor + model process waiting for its job)."""
-        pipes = {name: os.pipe() for name in ("status", "progress", "request")}
+        pipes = {name: os.pipe() for name in ("status", "progress", "request", "job")}
         ours = {"status_r": pipes["status"][0], "progress_r": pipes["progress"][0]}
-        ours["request_w"] = pipes["request"][1]
-        theirs = [pipes["status"][1], pipes["progress"][1], pipes["request"][0]]
+        ours["request_w"], ours["job_w"] = pipes["request"][1], pipes["job"][1]
+        theirs = [pipes["status"][1], pipes["progress"][1], pipes["request"][0], pipes["job"][0]]
         try:
             socket.send_fds(self.socket, [SPAWN], theirs)
             answer = self.socket.recv(16)
@@ -101,6 +105,7 @@ class Zygote:
             status_fd=ours["status_r"],
             progress_fd=ours["progress_r"],
             request_fd=ours["request_w"],
+            job_fd=ours["job_w"],
         )
 
     def stop(self) -> None:
