@@ -13,7 +13,7 @@ from pathlib import Path
 FMPY_CLI = str(Path(sys.executable).parent / "fmpy")
 
 
-def simulate_in_process(fmu: str, **arguments) -> None:
+def simulate_in_process(fmu: str, /, **arguments) -> None:
     import fmpy
 
     fmpy.simulate_fmu(fmu, **arguments)

@@ -3,6 +3,7 @@
 import hashlib
 import io
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,7 +27,7 @@ def fake_stripe_server():
 
 
 @pytest.fixture
-def fake_stripe(fake_stripe_server) -> FakeStripe:
+def fake_stripe(fake_stripe_server) -> Iterator[FakeStripe]:
     """The fake Stripe, emptied for this test; afterwards, no call may have been unknown to it."""
     fake_stripe_server.reset()
     yield fake_stripe_server
@@ -62,7 +63,7 @@ def client_for(user) -> APIClient:
     _key, plaintext = api_key_create(user=user)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {plaintext}")
-    client.user = user
+    client.user = user  # type: ignore[attr-defined]  # for the tests' own use, not DRF's
     return client
 
 

@@ -25,6 +25,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
@@ -166,7 +167,7 @@ class FakeStripe:
         key = record["idempotency_key"]
         if method == "POST" and key and (path, key) in self._idempotent:
             return 200, self._idempotent[(path, key)]
-        routes = [
+        routes: list[tuple[str, str, Callable[..., dict]]] = [
             ("GET", r"/v1/account", self._account),
             ("POST", r"/v1/checkout/sessions", self._session_create),
             ("GET", r"/v1/checkout/sessions", self._session_list),

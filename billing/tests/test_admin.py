@@ -18,7 +18,8 @@ SIMULATIONS_URL = "/api/v1/simulations"
 @pytest.fixture
 def operator() -> Client:
     client = Client()
-    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    # factory_boy's UserFactory() makes a User; mypy takes it for a UserFactory.
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))  # type: ignore[arg-type]
     return client
 
 

@@ -200,6 +200,7 @@ def test_an_expired_checkout_ends_the_wait_with_payment_failed(
     model = gateway.client.upload_model(fmu_paths["bouncing_ball"])
 
     def expire_it(required: PaymentRequired) -> None:
+        assert required.payment_id is not None
         session_id = Payment.objects.get(pk=required.payment_id).stripe_checkout_session_id
         fake_stripe.expire(session_id)
         event = fake_stripe.session_event("checkout.session.expired", session_id)

@@ -40,7 +40,8 @@ class S3TestServer:
         self._server.stop()
         # ThreadedMotoServer.stop() leaves the socket bound and listening: connections would
         # queue instead of being refused, which is not what a stopped server does.
-        self._server._server.server_close()
+        # (Its _server, BaseWSGIServer | None, is set once started.)
+        self._server._server.server_close()  # type: ignore[union-attr]
         self._server = None
 
     @property
