@@ -9,29 +9,48 @@ them to these two pages (billing never imports simulations).
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING, Any, cast
 
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
+from accounts.models import User
 from billing import selectors, services
 from billing.models import CreditPack, LedgerEntry, Payment
 from core.errors import DomainError
 
+if TYPE_CHECKING:
+    # Generic in django-stubs only: Django's classes take no subscript at run time.
+    _CreditPackAdmin = admin.ModelAdmin[CreditPack]
+    _PaymentAdmin = admin.ModelAdmin[Payment]
+    _LedgerEntryAdmin = admin.ModelAdmin[LedgerEntry]
+    _LedgerEntryInline = admin.TabularInline[LedgerEntry, Payment]
+    _LedgerEntryForm = forms.ModelForm[LedgerEntry]
+else:
+    _CreditPackAdmin = _PaymentAdmin = _LedgerEntryAdmin = admin.ModelAdmin
+    _LedgerEntryInline = admin.TabularInline
+    _LedgerEntryForm = forms.ModelForm
+
+
+def _operator(request: HttpRequest) -> User:
+    """Who acts: only logged-in staff get into the admin, so its request.user is a User."""
+    return cast(User, request.user)
+
 
 @admin.register(CreditPack)
-class CreditPackAdmin(admin.ModelAdmin):
+class CreditPackAdmin(_CreditPackAdmin):
     list_display = ("name", "runs", "price", "currency", "price_per_run", "active")
     list_editable = ("active",)
     list_filter = ("active",)
 
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: CreditPack | None = None) -> bool:
         # Payments keep pointing at the pack they bought; retire a pack by deactivating it.
         return False
 
 
-class LedgerEntryInline(admin.TabularInline):
+class LedgerEntryInline(_LedgerEntryInline):
     model = LedgerEntry
     fields = ("created_at", "kind", "runs", "simulation", "reason", "created_by")
     readonly_fields = fields
@@ -39,12 +58,12 @@ class LedgerEntryInline(admin.TabularInline):
     can_delete = False
     show_change_link = True
 
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Payment | None = None) -> bool:
         return False
 
 
 @admin.register(Payment)
-class PaymentAdmin(admin.ModelAdmin):
+class PaymentAdmin(_PaymentAdmin):
     list_display = (
         "created_at",
         "user",
@@ -96,15 +115,19 @@ class PaymentAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Payment | None = None) -> bool:
         return False
 
-    def changelist_view(self, request, extra_context=None):
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         mode = {"off": "billing off", "test": "Stripe test mode", "live": "Stripe LIVE mode"}
         title = f"Payments ({mode[selectors.billing_mode()]})"
         return super().changelist_view(request, {**(extra_context or {}), "title": title})
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Payment], search_term: str
+    ) -> tuple[QuerySet[Payment], bool]:
         """Also find a payment by its id (pasted from an API response or an e-mail)."""
         results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
         term = search_term.strip()
@@ -117,7 +140,7 @@ class PaymentAdmin(admin.ModelAdmin):
         for payment in queryset:
             try:
                 services.payment_token_void(
-                    payment=payment, reason="voided in the admin", operator=request.user
+                    payment=payment, reason="voided in the admin", operator=_operator(request)
                 )
             except DomainError as exc:
                 self.message_user(request, f"{payment.pk}: {exc.detail}", messages.WARNING)
@@ -128,7 +151,9 @@ class PaymentAdmin(admin.ModelAdmin):
     def refund_in_stripe(self, request: HttpRequest, queryset: QuerySet[Payment]) -> None:
         for payment in queryset:
             try:
-                refund = services.payment_refund_in_stripe(payment=payment, operator=request.user)
+                refund = services.payment_refund_in_stripe(
+                    payment=payment, operator=_operator(request)
+                )
             except DomainError as exc:
                 self.message_user(request, f"{payment.pk}: {exc.detail}", messages.WARNING)
             else:
@@ -137,7 +162,7 @@ class PaymentAdmin(admin.ModelAdmin):
                 )
 
 
-class CreditChangeForm(forms.ModelForm):
+class CreditChangeForm(_LedgerEntryForm):
     """The ledger's add form: grant (positive) or revoke (negative) credits, with a reason."""
 
     runs = forms.IntegerField(
@@ -150,13 +175,14 @@ class CreditChangeForm(forms.ModelForm):
         fields = ("user", "runs", "reason")
 
     def clean_runs(self) -> int:
-        runs = self.cleaned_data["runs"]
+        runs: int = self.cleaned_data["runs"]
         if runs == 0:
             raise forms.ValidationError("Grant or revoke at least one run.")
         return runs
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()  # BaseModelForm.clean() returns self.cleaned_data, never None
+        cleaned = self.cleaned_data
         user, runs = cleaned.get("user"), cleaned.get("runs")
         if user is not None and runs is not None and runs < 0:
             balance = selectors.credit_balance(user=user)
@@ -166,7 +192,7 @@ class CreditChangeForm(forms.ModelForm):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(admin.ModelAdmin):
+class LedgerEntryAdmin(_LedgerEntryAdmin):
     list_display = ("created_at", "user", "kind", "runs", "reason", "simulation", "payment")
     list_filter = ("kind", "created_at")
     search_fields = ("user__email", "reason", "=payment__stripe_checkout_session_id")
@@ -174,12 +200,18 @@ class LedgerEntryAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     raw_id_fields = ("user",)
 
-    def get_form(self, request, obj=None, change=False, **kwargs):
+    def get_form(
+        self,
+        request: HttpRequest,
+        obj: LedgerEntry | None = None,
+        change: bool = False,
+        **kwargs: Any,
+    ) -> type[forms.ModelForm[LedgerEntry]]:
         if obj is None:
             kwargs["form"] = CreditChangeForm
         return super().get_form(request, obj, change=change, **kwargs)
 
-    def get_fields(self, request, obj=None):
+    def get_fields(self, request: HttpRequest, obj: LedgerEntry | None = None) -> tuple[str, ...]:
         if obj is None:
             return ("user", "runs", "reason")
         return (
@@ -193,36 +225,48 @@ class LedgerEntryAdmin(admin.ModelAdmin):
             "created_at",
         )
 
-    def get_readonly_fields(self, request, obj=None):
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: LedgerEntry | None = None
+    ) -> tuple[str, ...]:
         return () if obj is None else self.get_fields(request, obj)
 
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: LedgerEntry | None = None) -> bool:
         return False
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[LedgerEntry], search_term: str
+    ) -> tuple[QuerySet[LedgerEntry], bool]:
         results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
         term = search_term.strip()
         if selectors.is_uuid(term):
             results = results | queryset.filter(Q(payment_id=term) | Q(simulation_id=term))
         return results, may_have_duplicates
 
-    def save_model(self, request, obj, form, change) -> None:
+    def save_model(
+        self,
+        request: HttpRequest,
+        obj: LedgerEntry,
+        form: forms.ModelForm[LedgerEntry],
+        change: bool,
+    ) -> None:
         """Grants and revocations go through the services (balance lock, reason required)."""
         if change:
             return
         runs, user, reason = form.cleaned_data["runs"], obj.user, form.cleaned_data["reason"]
         if runs > 0:
             entry = services.credits_grant(
-                user=user, runs=runs, reason=reason, operator=request.user
+                user=user, runs=runs, reason=reason, operator=_operator(request)
             )
         else:
             entry = services.credits_revoke(
-                user=user, runs=-runs, reason=reason, operator=request.user
+                user=user, runs=-runs, reason=reason, operator=_operator(request)
             )
         obj.pk = entry.pk
         obj.kind = entry.kind
         obj.created_at = entry.created_at
 
-    def add_view(self, request, form_url="", extra_context=None):
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         extra_context = {**(extra_context or {}), "title": "Grant or revoke credits"}
         return super().add_view(request, form_url, extra_context)

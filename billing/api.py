@@ -7,13 +7,16 @@ price: billing may import accounts, accounts never imports billing.
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 from django.http import Http404
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
-from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.http import AuthenticatedRequest
 from billing import selectors
 from billing.models import Payment
 from billing.selectors import billing_mode, credit_balance, simulation_price
@@ -24,7 +27,7 @@ class AccountApi(APIView):
     """Who the key belongs to and what a run costs them."""
 
     @extend_schema_serializer(component_name="Account")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[dict[str, Any]]):
         email = serializers.EmailField()
         credit_balance = serializers.IntegerField()
         price = PriceSerializer(help_text="What one run costs.")
@@ -37,7 +40,7 @@ class AccountApi(APIView):
         tags=["account"],
         responses={200: OutputSerializer, **errors()},
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         data = {
             "email": request.user.email,
             "credit_balance": credit_balance(user=request.user),
@@ -47,7 +50,7 @@ class AccountApi(APIView):
         return Response(self.OutputSerializer(data).data)
 
 
-class PaymentOutputSerializer(serializers.ModelSerializer):
+class PaymentOutputSerializer(serializers.ModelSerializer[Payment]):
     amount = serializers.CharField()
     credit_pack = serializers.SerializerMethodField()
     simulation = serializers.UUIDField(source="simulation_id", allow_null=True)
@@ -69,19 +72,23 @@ class PaymentOutputSerializer(serializers.ModelSerializer):
             "simulation",
         ]
 
-    def get_credit_pack(self, payment: Payment) -> dict | None:
+    def get_credit_pack(self, payment: Payment) -> dict[str, Any] | None:
         pack = payment.credit_pack
         return {"id": pack.pk, "name": pack.name, "runs": payment.runs} if pack else None
 
-    def to_representation(self, payment: Payment) -> dict:
-        data = super().to_representation(payment)
+    def to_representation(self, payment: Payment) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(payment)
         if payment.token:
             # Only the owner ever gets here: the view looks the payment up by owner.
             when = serializers.DateTimeField()
             data.update(
                 token=payment.token,
                 token_status=payment.token_state,
-                token_expires_at=when.to_representation(payment.token_expires_at),
+                token_expires_at=(
+                    when.to_representation(payment.token_expires_at)
+                    if payment.token_expires_at
+                    else None
+                ),
                 token_used_at=(
                     when.to_representation(payment.token_used_at) if payment.token_used_at else None
                 ),
@@ -123,7 +130,7 @@ class PaymentDetailApi(APIView):
         tags=["payments"],
         responses={200: PaidPaymentSerializer, **errors(404)},
     )
-    def get(self, request: Request, payment_id) -> Response:
+    def get(self, request: AuthenticatedRequest, payment_id: uuid.UUID) -> Response:
         try:
             payment = selectors.payment_for_owner(owner=request.user, payment_id=payment_id)
         except Payment.DoesNotExist as exc:

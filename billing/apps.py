@@ -4,7 +4,7 @@ from django.core.signals import setting_changed
 STRIPE_SETTINGS = {"STRIPE_SECRET_KEY", "STRIPE_API_BASE"}
 
 
-def _reconfigure_stripe(*, setting: str, **_kwargs) -> None:
+def _reconfigure_stripe(*, setting: str, **_kwargs: object) -> None:
     """Tests switch billing on by overriding settings; the SDK must follow them."""
     if setting in STRIPE_SETTINGS:
         from billing.stripe_api import configure_sdk

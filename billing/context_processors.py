@@ -7,5 +7,5 @@ from django.http import HttpRequest
 from billing.selectors import billing_mode
 
 
-def billing(request: HttpRequest) -> dict:
+def billing(request: HttpRequest) -> dict[str, object]:
     return {"billing_enabled": settings.BILLING_ENABLED, "billing_mode": billing_mode()}

@@ -6,8 +6,10 @@ import uuid
 from datetime import datetime
 
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from django.db.models import QuerySet, Sum
 
+from accounts.models import User
 from billing.models import (
     CreditPack,
     LedgerEntry,
@@ -32,11 +34,12 @@ def simulation_price() -> dict[str, str]:
     }
 
 
-def credit_balance(*, user) -> int:
+def credit_balance(*, user: User | AnonymousUser | None) -> int:
     """Runs the account has prepaid: the sum of its ledger."""
-    if user is None or not getattr(user, "pk", None):
+    user_id: int | None = getattr(user, "pk", None)  # None for no user or an anonymous one
+    if not user_id:
         return 0
-    total = LedgerEntry.objects.filter(user_id=user.pk).aggregate(total=Sum("runs"))["total"]
+    total = LedgerEntry.objects.filter(user_id=user_id).aggregate(total=Sum("runs"))["total"]
     return total or 0
 
 
@@ -50,7 +53,7 @@ def credit_packs_on_sale() -> QuerySet[CreditPack]:
     return CreditPack.objects.filter(active=True)
 
 
-def open_run_payment(*, user, valid_until: datetime) -> Payment | None:
+def open_run_payment(*, user: User, valid_until: datetime) -> Payment | None:
     """The account's pending pay-per-run Payment, at today's price, open until valid_until."""
     return (
         Payment.objects.filter(
@@ -67,16 +70,16 @@ def open_run_payment(*, user, valid_until: datetime) -> Payment | None:
     )
 
 
-def payments_for_owner(*, owner) -> QuerySet[Payment]:
+def payments_for_owner(*, owner: User) -> QuerySet[Payment]:
     return Payment.objects.filter(user=owner).select_related("credit_pack")
 
 
-def payment_for_owner(*, owner, payment_id) -> Payment:
+def payment_for_owner(*, owner: User, payment_id: uuid.UUID | str) -> Payment:
     """Raises Payment.DoesNotExist for another account's payment, as for a missing one."""
     return payments_for_owner(owner=owner).get(pk=payment_id)
 
 
-def ledger_for_owner(*, owner) -> QuerySet[LedgerEntry]:
+def ledger_for_owner(*, owner: User) -> QuerySet[LedgerEntry]:
     return LedgerEntry.objects.filter(user=owner).select_related("payment", "simulation")
 
 

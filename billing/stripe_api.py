@@ -7,8 +7,9 @@ call, ours and dj-stripe's, at another server.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import Any
 
 import stripe
 from django.conf import settings
@@ -30,11 +31,13 @@ def configure_sdk() -> None:
     stripe.api_base = settings.STRIPE_API_BASE
 
 
-def _plain(stripe_object) -> dict:
+def _plain(stripe_object: stripe.StripeObject) -> dict[str, Any]:
     return stripe_object.to_dict()
 
 
-def _call(function, *args, **kwargs) -> dict:
+def _call(
+    function: Callable[..., stripe.StripeObject], *args: object, **kwargs: object
+) -> dict[str, Any]:
     try:
         return _plain(function(*args, api_key=settings.STRIPE_SECRET_KEY, **kwargs))
     except stripe.StripeError as error:
@@ -54,7 +57,7 @@ def checkout_session_create(
     cancel_url: str,
     customer_email: str,
     metadata: dict[str, str],
-) -> dict:
+) -> dict[str, Any]:
     """A one-off Checkout Session (mode payment) for one line item.
 
     Stripe's idempotency key is our Payment id, so a retried create returns the same session.
@@ -83,11 +86,11 @@ def checkout_session_create(
     )
 
 
-def checkout_session_retrieve(session_id: str) -> dict:
+def checkout_session_retrieve(session_id: str) -> dict[str, Any]:
     return _call(stripe.checkout.Session.retrieve, session_id)
 
 
-def checkout_sessions_created_since(since: datetime) -> Iterator[dict]:
+def checkout_sessions_created_since(since: datetime) -> Iterator[dict[str, Any]]:
     """Every Checkout Session of the account created at or after `since`, newest first."""
     try:
         listing = stripe.checkout.Session.list(
@@ -101,11 +104,13 @@ def checkout_sessions_created_since(since: datetime) -> Iterator[dict]:
         raise StripeUnavailable("The payment provider could not be reached.") from error
 
 
-def charge_retrieve(charge_id: str) -> dict:
+def charge_retrieve(charge_id: str) -> dict[str, Any]:
     return _call(stripe.Charge.retrieve, charge_id)
 
 
-def refund_create(*, payment_intent_id: str, reason: str = "requested_by_customer") -> dict:
+def refund_create(
+    *, payment_intent_id: str, reason: str = "requested_by_customer"
+) -> dict[str, Any]:
     """Give the money back in Stripe; our records follow when charge.refunded arrives."""
     return _call(
         stripe.Refund.create,

@@ -3,6 +3,8 @@ payment (Checkout's return page)."""
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -13,6 +15,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from accounts.http import AuthenticatedHttpRequest
 from billing import selectors, services
 from billing.models import CreditPack, Payment, PaymentPurpose
 from core.errors import DomainError
@@ -64,7 +67,7 @@ def pricing(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def credit_pack_buy(request: HttpRequest, pack_id: int) -> HttpResponse:
+def credit_pack_buy(request: AuthenticatedHttpRequest, pack_id: int) -> HttpResponse:
     """Send the browser to Stripe Checkout for a credit pack."""
     pack = get_object_or_404(CreditPack, pk=pack_id)
     try:
@@ -76,7 +79,7 @@ def credit_pack_buy(request: HttpRequest, pack_id: int) -> HttpResponse:
 
 
 @login_required
-def billing_history(request: HttpRequest) -> HttpResponse:
+def billing_history(request: AuthenticatedHttpRequest) -> HttpResponse:
     """The account's balance, payments and ledger (credits bought, runs charged, refunds)."""
     ledger = Paginator(selectors.ledger_for_owner(owner=request.user), ENTRIES_PER_PAGE)
     context = {
@@ -87,7 +90,7 @@ def billing_history(request: HttpRequest) -> HttpResponse:
     return render(request, "billing/history.html", context)
 
 
-def payment_detail(request: HttpRequest, payment_id) -> HttpResponse:
+def payment_detail(request: HttpRequest, payment_id: uuid.UUID) -> HttpResponse:
     """Where Checkout returns to: the payment's state and, once paid, the token to retry with.
 
     The owner sees it logged in; the browser that just paid sees it too, by the Checkout
@@ -109,7 +112,7 @@ def payment_detail(request: HttpRequest, payment_id) -> HttpResponse:
     return render(request, "billing/payment.html", context)
 
 
-def _payment_for_viewer(request: HttpRequest, payment_id) -> Payment | None:
+def _payment_for_viewer(request: HttpRequest, payment_id: uuid.UUID) -> Payment | None:
     if request.user.is_authenticated:
         try:
             return selectors.payment_for_owner(owner=request.user, payment_id=payment_id)

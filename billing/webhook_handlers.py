@@ -7,9 +7,12 @@ rolls that back and answers 500, so Stripe delivers the event again later.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from djstripe import signals
 from djstripe.event_handlers import djstripe_receiver
-from djstripe.models import WebhookEventTrigger
+from djstripe.models import Event, WebhookEventTrigger
 
 from billing import services
 
@@ -17,31 +20,40 @@ from billing import services
 # Stripe CLI). A request must never choose the secret it is verified with.
 SECRET_OVERRIDE_HEADER = "x-djstripe-webhook-secret"  # noqa: S105 (a header name)
 
+_Handler = TypeVar("_Handler", bound=Callable[..., None])
 
-@djstripe_receiver(
+
+def _receiver(event_types: str | list[str]) -> Callable[[_Handler], _Handler]:
+    """dj-stripe's djstripe_receiver, typed (dj-stripe ships no types): it connects the
+    handler to the signals of those event types and returns it unchanged."""
+    connect: Callable[[_Handler], _Handler] = djstripe_receiver(event_types)
+    return connect
+
+
+@_receiver(
     [
         "checkout.session.completed",
         "checkout.session.async_payment_succeeded",
         "checkout.session.expired",
     ]
 )
-def checkout_session_changed(sender, event, **kwargs) -> None:
+def checkout_session_changed(sender: object, event: Event, **kwargs: object) -> None:
     services.payment_sync_from_checkout(session_id=event.data["object"]["id"], source=event.id)
 
 
-@djstripe_receiver("checkout.session.async_payment_failed")
-def checkout_session_payment_failed(sender, event, **kwargs) -> None:
+@_receiver("checkout.session.async_payment_failed")
+def checkout_session_payment_failed(sender: object, event: Event, **kwargs: object) -> None:
     services.payment_sync_from_checkout(
         session_id=event.data["object"]["id"], source=event.id, async_failed=True
     )
 
 
-@djstripe_receiver("charge.refunded")
-def charge_refunded(sender, event, **kwargs) -> None:
+@_receiver("charge.refunded")
+def charge_refunded(sender: object, event: Event, **kwargs: object) -> None:
     services.payment_refund_from_charge(charge_id=event.data["object"]["id"], source=event.id)
 
 
-def drop_secret_override(sender, instance: WebhookEventTrigger, **kwargs) -> None:
+def drop_secret_override(sender: object, instance: WebhookEventTrigger, **kwargs: object) -> None:
     instance.headers = {
         name: value
         for name, value in instance.headers.items()

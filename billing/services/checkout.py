@@ -14,6 +14,7 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.models import User
 from billing import selectors, stripe_api
 from billing.locks import lock_account
 from billing.models import CreditPack, Payment, PaymentPurpose, PaymentStatus
@@ -26,7 +27,7 @@ from core.errors import Conflict
 OPEN_PAYMENT_MIN_REMAINING = timedelta(minutes=5)
 
 
-def run_payment_request(*, user, refused: PaymentRequired) -> PaymentRequired:
+def run_payment_request(*, user: User, refused: PaymentRequired) -> PaymentRequired:
     """The complete 402 for a refused run: reuses the account's open Payment or makes one.
 
     Called after the run's transaction has rolled back, so the Checkout Session and the
@@ -46,11 +47,12 @@ def run_payment_request(*, user, refused: PaymentRequired) -> PaymentRequired:
             "token_ttl_seconds": settings.PAYMENT_TOKEN_TTL,
         },
         credit_packs_url=reverse("billing:pricing"),
+        code=refused.code,
         **refused.extra,
     )
 
 
-def run_payment_open_or_create(*, user) -> Payment:
+def run_payment_open_or_create(*, user: User) -> Payment:
     """The account's open pay-per-run Payment, or a new one with its Checkout Session.
 
     The account row lock makes concurrent 402s of one account share one Checkout Session.
@@ -74,7 +76,7 @@ def run_payment_open_or_create(*, user) -> Payment:
     return payment
 
 
-def credit_pack_checkout_start(*, user, credit_pack: CreditPack) -> Payment:
+def credit_pack_checkout_start(*, user: User, credit_pack: CreditPack) -> Payment:
     """A Payment for a credit pack with its Checkout Session (reusing an open one)."""
     if not settings.BILLING_ENABLED:
         raise Conflict("Billing is off on this server: runs are free.")

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import logging
 import secrets
+import uuid
 from collections import Counter
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
+from django.db.models import QuerySet
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.models import User
 from billing import selectors, stripe_api
 from billing.locks import lock_account, lock_account_id, lock_payment
 from billing.models import LedgerEntry, LedgerKind, Payment, PaymentPurpose, PaymentStatus
@@ -42,7 +46,9 @@ def payment_sync_from_checkout(
     return _checkout_session_apply(session, source=source, async_failed=async_failed)
 
 
-def _checkout_session_apply(session: dict, *, source: str, async_failed: bool = False):
+def _checkout_session_apply(
+    session: dict[str, Any], *, source: str, async_failed: bool = False
+) -> Payment | None:
     with transaction.atomic():
         payment = (
             Payment.objects.select_for_update(of=("self",))
@@ -107,7 +113,7 @@ def _payment_fulfil(payment: Payment, *, payment_intent_id: str, by: str) -> Non
     transaction.on_commit(lambda: _payment_receipt_send(payment_id))
 
 
-def _payment_receipt_send(payment_id) -> None:
+def _payment_receipt_send(payment_id: uuid.UUID) -> None:
     payment = Payment.objects.select_related("user").get(pk=payment_id)
     page = settings.SITE_URL.rstrip("/") + reverse("billing:payment", args=[payment.pk])
     if payment.purpose == PaymentPurpose.RUN:
@@ -142,7 +148,7 @@ def payment_refund_from_charge(*, charge_id: str, source: str) -> Payment | None
     charge = stripe_api.charge_retrieve(charge_id)
     payment_intent_id = _stripe_id(charge.get("payment_intent"))
     payment_id = (charge.get("metadata") or {}).get("payment_id")
-    match = None
+    match: QuerySet[Payment] | None = None
     if payment_intent_id:
         match = Payment.objects.filter(stripe_payment_intent_id=payment_intent_id)
     if (match is None or not match.exists()) and payment_id and selectors.is_uuid(payment_id):
@@ -170,7 +176,7 @@ def payment_refund_from_charge(*, charge_id: str, source: str) -> Payment | None
     return payment
 
 
-def _payment_undo(payment: Payment, *, reason: str, operator) -> None:
+def _payment_undo(payment: Payment, *, reason: str, operator: User | None) -> None:
     """Mark a payment refunded: void its unused token, take back its unspent credits."""
     lock_account(payment.user)
     now = timezone.now()
@@ -191,14 +197,14 @@ def _payment_undo(payment: Payment, *, reason: str, operator) -> None:
     payment.refunded_at = now
 
 
-def payments_reconcile(*, window: timedelta = RECONCILE_WINDOW) -> Counter:
+def payments_reconcile(*, window: timedelta = RECONCILE_WINDOW) -> Counter[str]:
     """Catch up with Stripe for missed webhooks: fulfil paid sessions, expire expired ones.
 
     Looks at every Checkout Session created in the window, and at any pending Payment
     whose session should have expired by now. Returns how many payments changed to
     each status. Idempotent: a second run changes nothing.
     """
-    changed: Counter = Counter()
+    changed: Counter[str] = Counter()
     seen: set[str] = set()
     ours = set(
         Payment.objects.filter(created_at__gte=timezone.now() - window)
@@ -217,11 +223,12 @@ def payments_reconcile(*, window: timedelta = RECONCILE_WINDOW) -> Counter:
         .values_list("stripe_checkout_session_id", flat=True)
     )
     for session_id in list(overdue):
+        assert session_id is not None  # excluded above; the column is nullable
         _reconcile_one(stripe_api.checkout_session_retrieve(session_id), changed)
     return changed
 
 
-def _reconcile_one(session: dict, changed: Counter) -> None:
+def _reconcile_one(session: dict[str, Any], changed: Counter[str]) -> None:
     before = (
         Payment.objects.filter(stripe_checkout_session_id=session["id"])
         .values_list("status", flat=True)
@@ -232,7 +239,9 @@ def _reconcile_one(session: dict, changed: Counter) -> None:
         changed[payment.status] += 1
 
 
-def _stripe_id(value) -> str:
+def _stripe_id(value: str | dict[str, Any] | None) -> str:
+    """The id of an expandable Stripe field: the id itself, or the expanded object's."""
     if isinstance(value, dict):
-        return value.get("id") or ""
+        expanded_id: str | None = value.get("id")
+        return expanded_id or ""
     return value or ""

@@ -7,9 +7,12 @@ Giving back a run's charge acts on the run too, so it is simulations' service
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.models import User
 from billing import selectors, stripe_api
 from billing.locks import lock_account, lock_payment
 from billing.models import LedgerEntry, LedgerKind, Payment, PaymentStatus
@@ -17,7 +20,7 @@ from billing.services.common import payment_note
 from core.errors import Conflict
 
 
-def credits_grant(*, user, runs: int, reason: str, operator) -> LedgerEntry:
+def credits_grant(*, user: User, runs: int, reason: str, operator: User) -> LedgerEntry:
     """An operator gives an account credits; the reason is kept on the ledger."""
     if runs <= 0:
         raise Conflict("Grant a positive number of runs.")
@@ -28,7 +31,7 @@ def credits_grant(*, user, runs: int, reason: str, operator) -> LedgerEntry:
     )
 
 
-def credits_revoke(*, user, runs: int, reason: str, operator) -> LedgerEntry:
+def credits_revoke(*, user: User, runs: int, reason: str, operator: User) -> LedgerEntry:
     """An operator takes credits back; never more than the account holds."""
     if runs <= 0:
         raise Conflict("Revoke a positive number of runs.")
@@ -48,7 +51,7 @@ def credits_revoke(*, user, runs: int, reason: str, operator) -> LedgerEntry:
         )
 
 
-def payment_token_void(*, payment: Payment, reason: str, operator) -> Payment:
+def payment_token_void(*, payment: Payment, reason: str, operator: User) -> Payment:
     """An operator voids an unused payment token (e.g. a customer reports it leaked)."""
     with transaction.atomic():
         locked = lock_payment(payment.pk)
@@ -61,7 +64,7 @@ def payment_token_void(*, payment: Payment, reason: str, operator) -> Payment:
     return locked
 
 
-def payment_refund_in_stripe(*, payment: Payment, operator) -> dict:
+def payment_refund_in_stripe(*, payment: Payment, operator: User) -> dict[str, Any]:
     """An operator refunds a paid payment's money in Stripe.
 
     Our records change when Stripe's charge.refunded webhook arrives, so a refund made in

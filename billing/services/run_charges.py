@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
+from django.db import models
 from django.utils import timezone
 
+from accounts.models import User
 from billing import selectors
 from billing.charges import Charge, ChargeKind
 from billing.locks import lock_account
@@ -24,7 +26,7 @@ from billing.services.errors import PaymentRequired
 logger = logging.getLogger(__name__)
 
 
-def run_charge_take(*, user, payment_token: str | None = None) -> Charge:
+def run_charge_take(*, user: User, payment_token: str | None = None) -> Charge:
     """Pay for one new run inside the caller's transaction, or raise PaymentRequired.
 
     The PaymentRequired raised here is bare on purpose: the caller's transaction rolls
@@ -46,7 +48,7 @@ def run_charge_take(*, user, payment_token: str | None = None) -> Charge:
     )
 
 
-def _payment_token_consume(*, user, token: str) -> Charge:
+def _payment_token_consume(*, user: User, token: str) -> Charge:
     """One conditional UPDATE: of N concurrent requests with one token exactly one wins."""
     now = timezone.now()
     consumed = Payment.objects.filter(
@@ -65,7 +67,7 @@ def _payment_token_consume(*, user, token: str) -> Charge:
     raise PaymentRequired(detail, payment_token_status=state)
 
 
-def _payment_token_refusal(*, user, token: str) -> tuple[str, str]:
+def _payment_token_refusal(*, user: User, token: str) -> tuple[str, str]:
     # Another account's token is reported exactly like a made-up one: never reveal it exists.
     payment = Payment.objects.filter(token=token, user=user).first()
     state = payment.token_state if payment else "invalid"
@@ -80,15 +82,17 @@ def _payment_token_refusal(*, user, token: str) -> tuple[str, str]:
     return state, detail
 
 
-def run_charge_link(*, charge: Charge, simulation) -> None:
-    """Record which run a charge paid for, in the run's own transaction."""
-    if charge.kind == ChargeKind.CREDIT:
+def run_charge_link(*, charge: Charge, simulation: models.Model) -> None:
+    """Record which run a charge paid for, in the run's own transaction (`simulation`: a
+    simulations.Simulation, which billing does not import)."""
+    # A paid charge without its ledger entry or payment names no row: nothing to update.
+    if charge.kind == ChargeKind.CREDIT and charge.ledger_entry is not None:
         LedgerEntry.objects.filter(pk=charge.ledger_entry).update(simulation=simulation)
-    elif charge.kind == ChargeKind.TOKEN:
+    elif charge.kind == ChargeKind.TOKEN and charge.payment is not None:
         Payment.objects.filter(pk=charge.payment).update(simulation=simulation)
 
 
-def run_charge_give_back(*, charge: Charge, reason: str, operator=None) -> Charge:
+def run_charge_give_back(*, charge: Charge, reason: str, operator: User | None = None) -> Charge:
     """Give a run's charge back (platform fault, cancel before start, an operator);
     returns the charge to store on the run.
 
@@ -101,10 +105,15 @@ def run_charge_give_back(*, charge: Charge, reason: str, operator=None) -> Charg
     """
     if not charge.is_refundable:
         return charge
+    payment: Payment | None
     if charge.kind == ChargeKind.CREDIT:
+        if charge.ledger_entry is None:  # names no row: as the lookup of None would say
+            raise LedgerEntry.DoesNotExist("This credit charge has no ledger entry.")
         charged = LedgerEntry.objects.get(pk=charge.ledger_entry)
         user, payment, simulation_id = charged.user, None, charged.simulation_id
     else:
+        if charge.payment is None:  # names no row: as the lookup of None would say
+            raise Payment.DoesNotExist("This token charge has no payment.")
         payment = Payment.objects.get(pk=charge.payment)
         user, simulation_id = payment.user, payment.simulation_id
     refund = LedgerEntry.objects.create(

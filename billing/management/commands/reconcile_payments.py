@@ -6,9 +6,10 @@ Safe to run at any time and as often as wanted (e.g. every 15 minutes from cron)
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from billing import services
 
@@ -16,7 +17,7 @@ from billing import services
 class Command(BaseCommand):
     help = __doc__
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--days",
             type=int,
@@ -24,7 +25,7 @@ class Command(BaseCommand):
             help="Look at Checkout Sessions created in the last N days.",
         )
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: str, **options: Any) -> None:
         if not settings.BILLING_ENABLED:
             raise CommandError("Billing is off (no STRIPE_SECRET_KEY): nothing to reconcile.")
         changed = services.payments_reconcile(window=timedelta(days=options["days"]))

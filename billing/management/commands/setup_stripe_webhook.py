@@ -9,9 +9,10 @@ and `stripe listen --forward-to <printed URL>`.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import reverse
 from djstripe.enums import WebhookEndpointStatus
 from djstripe.models import WebhookEndpoint
@@ -31,7 +32,7 @@ HANDLED_EVENTS = [
 class Command(BaseCommand):
     help = __doc__
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--secret", help="The signing secret (whsec_...) for --local.")
         parser.add_argument(
             "--local",
@@ -44,7 +45,7 @@ class Command(BaseCommand):
             help=f"Public base URL of this server (default {settings.SITE_URL}).",
         )
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: str, **options: Any) -> None:
         base_url = options["base_url"].rstrip("/")
         if options["local"]:
             endpoint = self._local_endpoint(options["secret"], base_url)
