@@ -30,6 +30,8 @@ from fmuengine.sandbox.cgroups import (
     detect_cgroups,
 )
 
+pytestmark = pytest.mark.sandbox
+
 MiB = 1 << 20
 PARENT = f"fmugw-test-{os.getpid()}"
 

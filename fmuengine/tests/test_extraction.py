@@ -16,7 +16,7 @@ from fmpy.model_description import read_model_description
 from fmuengine.archive import ArchiveEntry, write_entries
 from fmuengine.inspection import FMULimits, InvalidFMU, extract_fmu, read_model_description_safely
 from fmuengine.tests.fmus.build import TEST_MODELS
-from fmuengine.tests.test_inspection import (
+from fmuengine.tests.fmus.handwritten import (
     BILLION_LAUGHS,
     COLLIDING_ARCHIVES,
     DUMMY_BINARY,

@@ -21,7 +21,10 @@ import pytest
 from fmuengine.sandbox_client import PROJECT_ROOT
 
 WORKER_UID = 65534  # nobody: any unprivileged uid
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="starts a root daemon")
+pytestmark = [
+    pytest.mark.sandbox,
+    pytest.mark.skipif(os.geteuid() != 0, reason="starts a root daemon"),
+]
 
 WORKER_SCRIPT = """
 import json, os, sys

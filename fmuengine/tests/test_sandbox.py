@@ -4,8 +4,6 @@ out with a clear error while this (calling) process keeps running good jobs."""
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
 import itertools
 import os
 import secrets
@@ -23,17 +21,13 @@ import psutil
 import pytest
 
 from fmuengine import runner, sandbox_client
-from fmuengine.runner import SandboxLimits, SandboxOutcome, isolation_level, run_simulation
+from fmuengine.runner import SandboxLimits, SandboxOutcome, isolation_level
 from fmuengine.sandbox.isolation import python_library_dirs
-from fmuengine.tests.fmus.build import TEST_MODELS
+from fmuengine.tests.fmus.build import TEST_MODELS, shifted
+from fmuengine.tests.sandbox_runs import load_result, run, sha256_of, slot_processes
 
-LIMITS = SandboxLimits(
-    cpu_seconds=20,
-    memory_bytes=1 << 30,
-    file_size_bytes=64 << 20,
-    max_processes=16,
-    wall_timeout_seconds=30,
-)
+pytestmark = [pytest.mark.sandbox, pytest.mark.usefixtures("slot_uids_of_this_test_process")]
+
 HOSTILE_LIMITS = SandboxLimits(
     cpu_seconds=10,
     memory_bytes=512 << 20,
@@ -58,41 +52,6 @@ def secret_in_worker_environment():
         os.environ[SECRET_VARIABLE] = previous
 
 
-@pytest.fixture(scope="module", autouse=True)
-def slot_uids_of_this_test_process():
-    """Slot uids no other process uses, so that checks for leftover processes are not
-    confused by sandbox runs of concurrent test processes."""
-    previous = sandbox_client.settings.slot_uid_base
-    runner.configure(
-        slot_uid_base=runner.DEFAULT_SLOT_UID_BASE
-        + 1_000_000
-        + (os.getpid() % 1000) * runner.DEFAULT_SLOT_COUNT
-    )
-    yield
-    runner.configure(slot_uid_base=previous)
-
-
-@functools.cache
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def run(fmu_path: Path, params: dict | None = None, limits: SandboxLimits = LIMITS, **kwargs):
-    """A run as the worker makes it: with the FMU's sha256, so the server may reuse its
-    extracted copy. `model_key=None` makes the run extract the FMU itself."""
-    kwargs.setdefault("model_key", sha256_of(fmu_path))
-    return run_simulation(fmu_path=fmu_path, params=params or {}, limits=limits, **kwargs)
-
-
-def load_result(outcome: SandboxOutcome) -> np.ndarray:
-    assert outcome.status == "succeeded", (outcome.error_code, outcome.message, outcome.log_tail)
-    assert outcome.result_path is not None
-    result = np.load(outcome.result_path, allow_pickle=False)
-    outcome.cleanup()
-    assert not outcome.result_path.exists()
-    return result
-
-
 def assert_same_result(sandboxed: np.ndarray, direct: np.ndarray) -> None:
     assert sandboxed.dtype.names == direct.dtype.names
     assert direct.dtype.names is not None
@@ -113,24 +72,6 @@ def assert_failed(outcome: SandboxOutcome, status: str, error_code: str) -> None
     )
     assert outcome.result_path is None
     assert outcome.message
-
-
-def slot_processes(settle_seconds: float = 2.0) -> list[psutil.Process]:
-    """Live processes under a sandbox slot uid, after letting kills settle. Zombies do
-    not count: a model process orphaned by a killed server is reaped by the host's init."""
-    first = sandbox_client.settings.slot_uid_base
-    deadline = time.monotonic() + settle_seconds
-    while True:
-        remaining = [
-            process
-            for process in psutil.process_iter(["uids", "status"])
-            if process.info["uids"]
-            and first <= process.info["uids"].real < first + runner.DEFAULT_SLOT_COUNT
-            and process.info["status"] != psutil.STATUS_ZOMBIE
-        ]
-        if not remaining or time.monotonic() > deadline:
-            return remaining
-        time.sleep(0.05)
 
 
 # ---- same results as fmpy itself --------------------------------------------------
@@ -257,11 +198,6 @@ def test_a_run_cannot_change_the_extracted_copy_the_next_run_gets(fmu_paths):
     assert extracted
     for copy in extracted:
         assert not list(copy.rglob("tampered.txt"))
-
-
-def shifted(text: str) -> str:
-    """How memory_scan takes the text it looks for: every character one up."""
-    return "".join(chr(ord(character) + 1) for character in text)
 
 
 @namespaces_only

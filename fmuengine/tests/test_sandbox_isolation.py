@@ -15,13 +15,17 @@ import pytest
 
 from fmuengine import runner, sandbox_client
 from fmuengine.runner import SandboxLimits, SandboxOutcome, isolation_level
-from fmuengine.tests.fmus.build import TEST_MODELS, build_fmu
-from fmuengine.tests.test_sandbox import load_result, run, sha256_of, shifted, slot_processes
+from fmuengine.tests.fmus.build import TEST_MODELS, build_fmu, shifted
+from fmuengine.tests.sandbox_runs import load_result, run, sha256_of, slot_processes
 
-pytestmark = pytest.mark.skipif(
-    "cgroups" not in isolation_level() or "namespaces" not in isolation_level(),
-    reason="needs root with namespaces and cgroups (as in production)",
-)
+pytestmark = [
+    pytest.mark.sandbox,
+    pytest.mark.usefixtures("slot_uids_of_this_test_process"),
+    pytest.mark.skipif(
+        "cgroups" not in isolation_level() or "namespaces" not in isolation_level(),
+        reason="needs root with namespaces and cgroups (as in production)",
+    ),
+]
 
 CAPPED = SandboxLimits(
     cpu_seconds=20,

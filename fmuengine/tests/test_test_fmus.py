@@ -17,7 +17,7 @@ import fmpy
 import numpy as np
 import pytest
 
-from fmuengine.tests.fmus.build import TEST_MODELS
+from fmuengine.tests.fmus.build import TEST_MODELS, shifted
 
 GRAVITY = 9.81
 
@@ -210,11 +210,6 @@ def test_tamper_fmu_changes_its_extracted_files_when_unconfined(fmu_paths, tmp_p
     assert "tamper: modified" in log
     assert library.stat().st_size == size_before + len("tampered")
     assert (library.parent / "tampered.txt").read_text() == "tampered"
-
-
-def shifted(text: str) -> str:
-    """How memory_scan takes its needle: every character one up."""
-    return "".join(chr(ord(character) + 1) for character in text)
 
 
 def test_memory_scan_finds_its_own_description_in_memory(fmu_paths):

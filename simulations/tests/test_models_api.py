@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 
 from accounts.tests.clients import client_for
 from accounts.tests.factories import UserFactory
-from fmuengine.tests.test_inspection import (
+from fmuengine.tests.fmus.handwritten import (
     BILLION_LAUGHS,
     DUMMY_BINARY,
     EVIL_DESCRIPTION,

@@ -362,6 +362,12 @@ def _fmi3_model_description(model: TestModel) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shifted(text: str) -> str:
+    """How memory_scan takes the text it looks for (`shifted_needle`): every character one
+    up, so that the text itself need not be anywhere in the calling process."""
+    return "".join(chr(ord(character) + 1) for character in text)
+
+
 def build_fmu(
     name: str,
     out_dir: Path,
