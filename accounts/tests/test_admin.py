@@ -1,17 +1,8 @@
 import pytest
-from django.test import Client
 
 from accounts.tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def operator_client():
-    operator = UserFactory(is_staff=True, is_superuser=True)
-    client = Client()
-    client.force_login(operator)
-    return client
 
 
 def test_operators_find_a_customer_by_the_prefix_of_a_key(operator_client, api_key_for):

@@ -563,6 +563,15 @@ class FakeStripe:
             return [r for r in self.requests if r["method"] == method and r["path"] == path]
 
 
+def pay_on_checkout(fake: FakeStripe, webhook: WebhookSender, session_id: str | None, *, to) -> int:
+    """The customer pays on the Checkout page, then Stripe tells the gateway (`to`: a Django
+    test client or a live server's base URL) with a signed checkout.session.completed.
+    Returns the webhook's HTTP status code."""
+    assert session_id, "the payment has no Checkout Session"
+    fake.pay(session_id)
+    return webhook.deliver(fake.session_event("checkout.session.completed", session_id), to=to)
+
+
 @dataclass
 class WebhookSender:
     """Signs events with the endpoint's secret and POSTs them to dj-stripe's webhook URL."""

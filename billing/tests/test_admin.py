@@ -15,47 +15,42 @@ pytestmark = pytest.mark.django_db
 SIMULATIONS_URL = "/api/v1/simulations"
 
 
-@pytest.fixture
-def operator() -> Client:
-    client = Client()
-    # factory_boy's UserFactory() makes a User; mypy takes it for a UserFactory.
-    client.force_login(UserFactory(is_staff=True, is_superuser=True))  # type: ignore[arg-type]
-    return client
-
-
 def changelist(model: str) -> str:
     return reverse(f"admin:billing_{model}_changelist")
 
 
-def test_the_billing_pages_of_the_admin_open(operator):
+def test_the_billing_pages_of_the_admin_open(operator_client):
     PaymentFactory(paid=True)
     LedgerEntryFactory()
     CreditPackFactory()
 
     for model in ("payment", "ledgerentry", "creditpack"):
-        assert operator.get(changelist(model)).status_code == 200
-    assert "Payments (billing off)" in operator.get(changelist("payment")).content.decode()
+        assert operator_client.get(changelist(model)).status_code == 200
+    assert "Payments (billing off)" in operator_client.get(changelist("payment")).content.decode()
 
 
-def test_the_admin_says_which_stripe_mode_is_on(operator, billing_on):
-    assert "Payments (Stripe test mode)" in operator.get(changelist("payment")).content.decode()
-    assert operator.get(reverse("admin:billing_ledgerentry_add")).status_code == 200
+@pytest.mark.stripe
+def test_the_admin_says_which_stripe_mode_is_on(operator_client, billing_on):
+    assert (
+        "Payments (Stripe test mode)" in operator_client.get(changelist("payment")).content.decode()
+    )
+    assert operator_client.get(reverse("admin:billing_ledgerentry_add")).status_code == 200
 
 
-def test_payments_are_found_by_email_session_id_and_payment_id(operator):
+def test_payments_are_found_by_email_session_id_and_payment_id(operator_client):
     wanted = PaymentFactory(user=UserFactory(email="wanted@example.com"))
     other = PaymentFactory()
 
     for term in ("wanted@example.com", wanted.stripe_checkout_session_id, str(wanted.pk)):
-        page = operator.get(changelist("payment"), {"q": term}).content.decode()
+        page = operator_client.get(changelist("payment"), {"q": term}).content.decode()
         assert str(wanted.pk) in page, term
         assert str(other.pk) not in page, term
 
 
-def test_an_operator_grants_credits_with_a_reason(operator):
+def test_an_operator_grants_credits_with_a_reason(operator_client):
     customer = UserFactory()
 
-    response = operator.post(
+    response = operator_client.post(
         reverse("admin:billing_ledgerentry_add"),
         {"user": customer.pk, "runs": 5, "reason": "sorry for the outage"},
     )
@@ -67,10 +62,10 @@ def test_an_operator_grants_credits_with_a_reason(operator):
     assert credit_balance(user=customer) == 5
 
 
-def test_a_grant_without_a_reason_is_refused(operator):
+def test_a_grant_without_a_reason_is_refused(operator_client):
     customer = UserFactory()
 
-    response = operator.post(
+    response = operator_client.post(
         reverse("admin:billing_ledgerentry_add"), {"user": customer.pk, "runs": 5, "reason": ""}
     )
 
@@ -78,15 +73,15 @@ def test_a_grant_without_a_reason_is_refused(operator):
     assert not LedgerEntry.objects.exists()
 
 
-def test_an_operator_cannot_revoke_more_than_the_balance(operator):
+def test_an_operator_cannot_revoke_more_than_the_balance(operator_client):
     customer = UserFactory()
     LedgerEntryFactory(user=customer, runs=2)
 
-    refused = operator.post(
+    refused = operator_client.post(
         reverse("admin:billing_ledgerentry_add"),
         {"user": customer.pk, "runs": -3, "reason": "too many"},
     )
-    allowed = operator.post(
+    allowed = operator_client.post(
         reverse("admin:billing_ledgerentry_add"),
         {"user": customer.pk, "runs": -2, "reason": "granted by mistake"},
     )
@@ -96,17 +91,18 @@ def test_an_operator_cannot_revoke_more_than_the_balance(operator):
     assert credit_balance(user=customer) == 0
 
 
-def test_an_operator_refunds_a_finished_run(operator, api_client, bouncing_ball, billing_on):
+@pytest.mark.stripe
+def test_an_operator_refunds_a_finished_run(operator_client, api_client, bouncing_ball, billing_on):
     LedgerEntryFactory(user=api_client.user, runs=1)
     run = api_client.post(SIMULATIONS_URL, {"model": str(bouncing_ball.pk)}, format="json").json()
     Simulation.objects.filter(pk=run["id"]).update(status=SimulationStatus.FAILED)
     charge = LedgerEntry.objects.get(kind=LedgerKind.CHARGE)
 
-    operator.post(
+    operator_client.post(
         changelist("ledgerentry"),
         {"action": "refund_runs", "_selected_action": [charge.pk]},
     )
-    operator.post(  # a second time changes nothing
+    operator_client.post(  # a second time changes nothing
         changelist("ledgerentry"),
         {"action": "refund_runs", "_selected_action": [charge.pk]},
     )
@@ -117,10 +113,10 @@ def test_an_operator_refunds_a_finished_run(operator, api_client, bouncing_ball,
     assert Simulation.objects.get(pk=run["id"]).charge["refunded"] is True
 
 
-def test_an_operator_voids_an_unused_token(operator):
+def test_an_operator_voids_an_unused_token(operator_client):
     payment = PaymentFactory(paid=True)
 
-    operator.post(
+    operator_client.post(
         changelist("payment"), {"action": "void_tokens", "_selected_action": [payment.pk]}
     )
 
@@ -129,8 +125,9 @@ def test_an_operator_voids_an_unused_token(operator):
     assert "token voided" in payment.notes
 
 
+@pytest.mark.stripe
 def test_an_operator_refunds_the_money_in_stripe_and_the_webhook_does_the_rest(
-    operator, user, billing_on, webhook
+    operator_client, user, billing_on, webhook
 ):
     from billing import services
 
@@ -142,7 +139,7 @@ def test_an_operator_refunds_the_money_in_stripe_and_the_webhook_does_the_rest(
     )
     webhook.deliver(completed, to=Client())
 
-    operator.post(
+    operator_client.post(
         changelist("payment"), {"action": "refund_in_stripe", "_selected_action": [payment.pk]}
     )
 

@@ -55,6 +55,7 @@ def test_a_local_endpoint_needs_a_signing_secret():
         command("setup_stripe_webhook", "--local")
 
 
+@pytest.mark.stripe
 def test_without_local_the_endpoint_is_created_in_stripe(billing_on, run_payment_factory):
     printed = command("setup_stripe_webhook", "--base-url", "https://gw.example.com")
 
@@ -95,6 +96,7 @@ def run_payment_factory(billing_on):
 # --- reconcile_payments -----------------------------------------------------------------------
 
 
+@pytest.mark.stripe
 def test_reconcile_fulfils_a_missed_payment_and_expires_an_expired_one(
     billing_on, run_payment_factory
 ):
@@ -121,6 +123,7 @@ def test_reconcile_fulfils_a_missed_payment_and_expires_an_expired_one(
     assert missed_again.token == missed.token
 
 
+@pytest.mark.stripe
 def test_reconcile_fulfils_a_missed_credit_pack_once(billing_on):
     user = UserFactory()
     pack = CreditPackFactory(runs=10, price_cents=900)
@@ -133,6 +136,7 @@ def test_reconcile_fulfils_a_missed_credit_pack_once(billing_on):
     assert credit_balance(user=user) == 10
 
 
+@pytest.mark.stripe
 def test_reconcile_checks_overdue_payments_older_than_its_window(billing_on, run_payment_factory):
     old = run_payment_factory()
     billing_on.expire(old.stripe_checkout_session_id)
@@ -152,6 +156,7 @@ def test_reconcile_needs_billing_on():
         command("reconcile_payments")
 
 
+@pytest.mark.stripe
 def test_a_webhook_after_reconciliation_changes_nothing(billing_on, run_payment_factory, webhook):
     payment = run_payment_factory()
     billing_on.pay(payment.stripe_checkout_session_id)
@@ -170,6 +175,7 @@ def test_a_webhook_after_reconciliation_changes_nothing(billing_on, run_payment_
     assert Payment.objects.get(pk=payment.pk).token == token
 
 
+@pytest.mark.stripe
 def test_the_periodic_task_reconciles_and_does_nothing_with_billing_off(
     billing_on, run_payment_factory, settings
 ):

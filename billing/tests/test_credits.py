@@ -13,23 +13,15 @@ from billing.tests.factories import CreditPackFactory, LedgerEntryFactory, Payme
 from fmuengine import runner
 from simulations import services as simulation_services
 from simulations.models import Simulation, SimulationStatus
+from simulations.tests.factories import upload_model
+from testing.api import run_request
 
 pytestmark = pytest.mark.django_db
 
 SIMULATIONS_URL = "/api/v1/simulations"
 
 
-def run_request(model, **fields) -> dict:
-    return {"model": str(model.pk), "stop_time": 1.0, "output_interval": 0.1, **fields}
-
-
-@pytest.fixture
-def browser(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
+@pytest.mark.stripe
 def test_a_credit_pack_bought_on_checkout_pays_for_runs_and_a_platform_fault_refunds_one(
     browser, api_client, bouncing_ball, billing_on, webhook, monkeypatch
 ):
@@ -82,9 +74,8 @@ def test_a_credit_pack_bought_on_checkout_pays_for_runs_and_a_platform_fault_ref
     assert credit_balance(user=user) == 10
 
 
+@pytest.mark.stripe
 def test_a_model_failure_is_charged(api_client, billing_on, fmu_paths):
-    from billing.tests.conftest import upload_model
-
     LedgerEntryFactory(user=api_client.user, runs=1)
     segfault = upload_model(api_client.user, fmu_paths["segfault"])
     run = api_client.post(SIMULATIONS_URL, run_request(segfault), format="json").json()
@@ -96,14 +87,13 @@ def test_a_model_failure_is_charged(api_client, billing_on, fmu_paths):
     assert credit_balance(user=api_client.user) == 0
 
 
+@pytest.mark.stripe
 @pytest.mark.parametrize("how", [2, 3, 4], ids=["nested-error-report", "lying-npy", "deep-tree"])
 def test_output_a_model_forged_to_break_the_reader_is_charged_not_refunded(
     api_client, billing_on, fmu_paths, how
 ):
     """Before Sandbox v2, reading these raised in the runner (RecursionError,
     MemoryError) and the run became a refunded platform fault: free compute."""
-    from billing.tests.conftest import upload_model
-
     LedgerEntryFactory(user=api_client.user, runs=1)
     forger = upload_model(api_client.user, fmu_paths["output_forger"])
     request = run_request(forger, start_values={"how": how})
@@ -117,6 +107,7 @@ def test_output_a_model_forged_to_break_the_reader_is_charged_not_refunded(
     assert credit_balance(user=api_client.user) == 0
 
 
+@pytest.mark.stripe
 def test_cancelling_a_queued_run_gives_its_credit_back(api_client, bouncing_ball, billing_on):
     LedgerEntryFactory(user=api_client.user, runs=1)
     run = api_client.post(SIMULATIONS_URL, run_request(bouncing_ball), format="json").json()
@@ -129,6 +120,7 @@ def test_cancelling_a_queued_run_gives_its_credit_back(api_client, bouncing_ball
     assert credit_balance(user=api_client.user) == 1
 
 
+@pytest.mark.stripe
 def test_a_token_run_that_fails_through_our_fault_becomes_a_credit(
     api_client, bouncing_ball, billing_on, monkeypatch
 ):
@@ -150,6 +142,7 @@ def test_a_token_run_that_fails_through_our_fault_becomes_a_credit(
     assert credit_balance(user=api_client.user) == 1
 
 
+@pytest.mark.stripe
 def test_a_charge_is_refunded_at_most_once(api_client, bouncing_ball, billing_on):
     LedgerEntryFactory(user=api_client.user, runs=1)
     run = api_client.post(SIMULATIONS_URL, run_request(bouncing_ball), format="json").json()
@@ -173,6 +166,7 @@ def test_the_ledger_refuses_entries_whose_sign_contradicts_their_kind(user):
 # --- Idempotency-Key with billing ---------------------------------------------------------------
 
 
+@pytest.mark.stripe
 def test_the_same_idempotency_key_and_body_start_one_run_and_charge_once(
     api_client, bouncing_ball, billing_on
 ):
@@ -189,6 +183,7 @@ def test_the_same_idempotency_key_and_body_start_one_run_and_charge_once(
     assert credit_balance(user=api_client.user) == 4
 
 
+@pytest.mark.stripe
 def test_the_same_idempotency_key_with_another_body_is_a_conflict_and_charges_nothing(
     api_client, bouncing_ball, billing_on
 ):
@@ -208,6 +203,7 @@ def test_the_same_idempotency_key_with_another_body_is_a_conflict_and_charges_no
     assert credit_balance(user=api_client.user) == 4
 
 
+@pytest.mark.stripe
 def test_a_retry_with_the_same_key_and_the_spent_token_returns_the_run(
     api_client, bouncing_ball, billing_on
 ):

@@ -6,15 +6,16 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from accounts.services import api_key_create
 from accounts.tests.factories import UserFactory
 from billing.models import LedgerEntry, LedgerKind, Payment
 from billing.selectors import credit_balance
-from billing.tests.conftest import upload_model
 from billing.tests.factories import LedgerEntryFactory, PaymentFactory
+from billing.tests.fake_stripe import pay_on_checkout
 from simulations.models import Simulation
+from simulations.tests.factories import upload_model
+from testing.api import bearer_headers
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.live, pytest.mark.stripe, pytest.mark.django_db(transaction=True)]
 
 CONCURRENT_REQUESTS = 20
 
@@ -23,9 +24,8 @@ CONCURRENT_REQUESTS = 20
 def customer(fmu_paths):
     """An account with an API key and a model, committed for the live servers to see."""
     user = UserFactory()
-    _key, plaintext = api_key_create(user=user)
     model = upload_model(user, fmu_paths["bouncing_ball"])
-    return user, {"Authorization": f"Bearer {plaintext}"}, {"model": str(model.pk)}
+    return user, bearer_headers(user), {"model": str(model.pk)}
 
 
 def post_all_at_once(urls: list[str], body: dict, headers: dict) -> list[requests.Response]:
@@ -41,11 +41,11 @@ def post_all_at_once(urls: list[str], body: dict, headers: dict) -> list[request
 
 
 def test_twenty_concurrent_requests_with_one_token_start_exactly_one_run(
-    live_servers, billing_environment, fake_stripe, customer
+    shared_billing_web, fake_stripe, customer
 ):
     user, headers, body = customer
     payment = PaymentFactory(user=user, paid=True)
-    servers = live_servers(2, **billing_environment)
+    servers = shared_billing_web(2)
     urls = [servers[i % 2].url for i in range(CONCURRENT_REQUESTS)]
 
     responses = post_all_at_once(urls, body, {**headers, "Payment-Token": payment.token})
@@ -66,11 +66,11 @@ def test_twenty_concurrent_requests_with_one_token_start_exactly_one_run(
 
 
 def test_twenty_concurrent_runs_on_five_credits_start_exactly_five(
-    live_servers, billing_environment, fake_stripe, customer
+    shared_billing_web, fake_stripe, customer
 ):
     user, headers, body = customer
     LedgerEntryFactory(user=user, runs=5)
-    servers = live_servers(2, **billing_environment)
+    servers = shared_billing_web(2)
     urls = [servers[i % 2].url for i in range(CONCURRENT_REQUESTS)]
 
     responses = post_all_at_once(urls, body, headers)
@@ -89,19 +89,17 @@ def test_twenty_concurrent_runs_on_five_credits_start_exactly_five(
 
 
 def test_a_402_from_one_machine_paid_through_another_is_redeemed_on_the_first(
-    live_servers, billing_environment, fake_stripe, customer, webhook
+    shared_billing_web, fake_stripe, customer, webhook
 ):
     _user, headers, body = customer
-    machine_a, machine_b = live_servers(2, **billing_environment)
+    machine_a, machine_b = shared_billing_web(2)
 
     refused = requests.post(f"{machine_a.url}/api/v1/simulations", json=body, headers=headers)
     assert refused.status_code == 402
     quote = refused.json()["payment"]
 
     session_id = Payment.objects.get(pk=quote["id"]).stripe_checkout_session_id
-    fake_stripe.pay(session_id)
-    event = fake_stripe.session_event("checkout.session.completed", session_id)
-    assert webhook.deliver(event, to=machine_b.url) == 200
+    assert pay_on_checkout(fake_stripe, webhook, session_id, to=machine_b.url) == 200
 
     status = requests.get(f"{machine_a.url}{quote['status_url']}", headers=headers).json()
     assert status["status"] == "paid"

@@ -8,26 +8,23 @@ from django.utils import timezone
 
 from billing.models import Payment, PaymentStatus
 from billing.tests.factories import PaymentFactory
+from billing.tests.fake_stripe import pay_on_checkout
 from simulations import services as simulation_services
 from simulations.models import Simulation, SimulationStatus
+from testing.api import run_request
 
 pytestmark = pytest.mark.django_db
 
 SIMULATIONS_URL = "/api/v1/simulations"
 
 
-def run_request(model) -> dict:
-    return {"model": str(model.pk), "stop_time": 1.0, "output_interval": 0.1}
-
-
 def pay_and_notify(fake, webhook, payment_id: str) -> None:
     """The customer pays on Checkout and Stripe tells us so."""
     session_id = Payment.objects.get(pk=payment_id).stripe_checkout_session_id
-    fake.pay(session_id)
-    event = fake.session_event("checkout.session.completed", session_id)
-    assert webhook.deliver(event, to=Client()) == 200
+    assert pay_on_checkout(fake, webhook, session_id, to=Client()) == 200
 
 
+@pytest.mark.stripe
 def test_a_run_is_paid_on_checkout_and_retried_with_the_token(
     api_client, bouncing_ball, billing_on, webhook, monkeypatch
 ):
@@ -115,6 +112,7 @@ def test_a_run_is_paid_on_checkout_and_retried_with_the_token(
     assert Simulation.objects.count() == 1
 
 
+@pytest.mark.stripe
 def test_a_second_402_reuses_the_open_payment(api_client, bouncing_ball, billing_on):
     first = api_client.post(SIMULATIONS_URL, run_request(bouncing_ball), format="json")
     second = api_client.post(SIMULATIONS_URL, run_request(bouncing_ball), format="json")
@@ -124,6 +122,7 @@ def test_a_second_402_reuses_the_open_payment(api_client, bouncing_ball, billing
     assert len(billing_on.requests_to("POST", "/v1/checkout/sessions")) == 1
 
 
+@pytest.mark.stripe
 def test_a_payment_whose_checkout_expired_is_not_reused(api_client, bouncing_ball, billing_on):
     first = api_client.post(SIMULATIONS_URL, run_request(bouncing_ball), format="json")
     Payment.objects.filter(pk=first.json()["payment"]["id"]).update(
@@ -136,6 +135,7 @@ def test_a_payment_whose_checkout_expired_is_not_reused(api_client, bouncing_bal
     assert len(billing_on.requests_to("POST", "/v1/checkout/sessions")) == 2
 
 
+@pytest.mark.stripe
 def test_another_accounts_token_is_refused_without_saying_it_exists(
     api_client, bouncing_ball, billing_on
 ):
@@ -155,6 +155,7 @@ def test_another_accounts_token_is_refused_without_saying_it_exists(
     assert someone_elses.token_used_at is None
 
 
+@pytest.mark.stripe
 def test_a_made_up_token_gets_the_same_answer(api_client, bouncing_ball, billing_on):
     response = api_client.post(
         SIMULATIONS_URL, run_request(bouncing_ball), format="json", HTTP_PAYMENT_TOKEN="pt_nope"
@@ -165,6 +166,7 @@ def test_a_made_up_token_gets_the_same_answer(api_client, bouncing_ball, billing
     assert response.json()["payment"]["checkout_url"]
 
 
+@pytest.mark.stripe
 def test_a_run_uses_credit_before_a_token(api_client, bouncing_ball, billing_on):
     from billing.tests.factories import LedgerEntryFactory
 
@@ -181,6 +183,7 @@ def test_a_run_uses_credit_before_a_token(api_client, bouncing_ball, billing_on)
     assert payment.token_state == "unused"
 
 
+@pytest.mark.stripe
 def test_the_payment_api_shows_a_payment_to_its_owner_only(api_client, billing_on):
     mine = PaymentFactory(user=api_client.user, paid=True)
     theirs = PaymentFactory(paid=True)
@@ -196,6 +199,7 @@ def test_the_payment_api_shows_a_payment_to_its_owner_only(api_client, billing_o
     assert theirs.token not in other.content.decode()
 
 
+@pytest.mark.stripe
 def test_a_stripe_outage_is_a_503_and_leaves_no_payment(
     api_client, bouncing_ball, billing_on, settings
 ):
@@ -217,6 +221,7 @@ def test_billing_off_runs_are_free_and_need_no_payment(api_client, bouncing_ball
     assert not Payment.objects.exists()
 
 
+@pytest.mark.stripe
 def test_the_account_shows_the_balance_and_billing_mode(api_client, billing_on):
     from billing.tests.factories import LedgerEntryFactory
 
@@ -229,6 +234,7 @@ def test_the_account_shows_the_balance_and_billing_mode(api_client, billing_on):
     assert account["price"] == {"amount": "1.00", "currency": "usd"}
 
 
+@pytest.mark.stripe
 def test_payment_status_stays_paid_after_the_token_is_used(api_client, billing_on):
     payment = PaymentFactory(user=api_client.user, paid=True)
     Payment.objects.filter(pk=payment.pk).update(token_used_at=timezone.now())

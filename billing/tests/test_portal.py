@@ -10,13 +10,7 @@ from billing.tests.factories import CreditPackFactory, LedgerEntryFactory, Payme
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def browser(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
+@pytest.mark.stripe
 def test_the_pricing_page_shows_the_real_price_packs_and_limits(client, settings, billing_on):
     settings.SIMULATION_PRICE_CENTS = 125
     settings.SIMULATION_CPU_SECONDS = 42
@@ -41,6 +35,7 @@ def test_the_pricing_page_says_runs_are_free_when_billing_is_off(client):
     assert "billing:pack-buy" not in page and "/buy/" not in page
 
 
+@pytest.mark.stripe
 def test_the_header_shows_the_balance(browser, user, billing_on):
     LedgerEntryFactory(user=user, runs=3)
 
@@ -49,6 +44,7 @@ def test_the_header_shows_the_balance(browser, user, billing_on):
     assert "Billing · 3 credits" in page
 
 
+@pytest.mark.stripe
 def test_billing_history_lists_payments_credits_and_runs(browser, user, billing_on):
     PaymentFactory(user=user, paid=True)
     LedgerEntryFactory(user=user, runs=4, reason="welcome gift")
@@ -63,6 +59,7 @@ def test_billing_history_lists_payments_credits_and_runs(browser, user, billing_
     assert "42.42" not in page  # another account's payment
 
 
+@pytest.mark.stripe
 def test_the_payment_page_shows_the_token_with_a_retry_command(browser, user, billing_on):
     payment = PaymentFactory(user=user, paid=True)
 
@@ -74,6 +71,7 @@ def test_the_payment_page_shows_the_token_with_a_retry_command(browser, user, bi
     assert "data-copy" in page
 
 
+@pytest.mark.stripe
 def test_the_browser_that_paid_sees_the_token_without_logging_in(client, billing_on):
     payment = PaymentFactory(paid=True)
 
@@ -86,6 +84,7 @@ def test_the_browser_that_paid_sees_the_token_without_logging_in(client, billing
     assert payment.token in page.content.decode()
 
 
+@pytest.mark.stripe
 def test_nobody_else_sees_the_token(client, billing_on):
     payment = PaymentFactory(paid=True)
     stranger = Client()
@@ -102,6 +101,7 @@ def test_nobody_else_sees_the_token(client, billing_on):
         assert response["Location"].startswith(reverse("login"))
 
 
+@pytest.mark.stripe
 def test_a_pending_payment_page_waits_for_stripe(browser, user, billing_on):
     payment = PaymentFactory(user=user)
 
@@ -122,6 +122,7 @@ def test_buying_a_pack_with_billing_off_says_so(browser):
     assert "Billing is off" in response.content.decode()
 
 
+@pytest.mark.stripe
 def test_the_run_form_shows_the_checkout_link_when_the_run_must_be_paid(
     browser, bouncing_ball, billing_on
 ):

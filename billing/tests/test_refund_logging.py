@@ -12,7 +12,7 @@ from billing.tests.factories import LedgerEntryFactory
 from simulations import services as simulation_services
 from simulations.models import Simulation, SimulationStatus
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.stripe, pytest.mark.django_db]
 
 
 def test_a_platform_fault_refund_is_logged_with_run_error_code_and_message(

@@ -7,16 +7,15 @@ from billing import services
 from billing.models import LedgerEntry, LedgerKind, Payment, PaymentStatus
 from billing.selectors import credit_balance
 from billing.tests.factories import CreditPackFactory
+from billing.tests.fake_stripe import pay_on_checkout
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.stripe, pytest.mark.django_db]
 
 SIMULATIONS_URL = "/api/v1/simulations"
 
 
 def paid(fake, webhook, payment: Payment) -> Payment:
-    fake.pay(payment.stripe_checkout_session_id)
-    event = fake.session_event("checkout.session.completed", payment.stripe_checkout_session_id)
-    assert webhook.deliver(event, to=Client()) == 200
+    assert pay_on_checkout(fake, webhook, payment.stripe_checkout_session_id, to=Client()) == 200
     payment.refresh_from_db()
     return payment
 

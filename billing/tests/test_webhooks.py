@@ -14,7 +14,7 @@ from billing.selectors import credit_balance
 from billing.tests.factories import CreditPackFactory
 from billing.tests.fake_stripe import stripe_signature
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.stripe, pytest.mark.django_db]
 
 
 @pytest.fixture

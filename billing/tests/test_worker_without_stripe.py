@@ -23,10 +23,11 @@ from billing.tests.factories import LedgerEntryFactory, PaymentFactory
 from fmuengine import runner
 from fmugateway.celery import BILLING_QUEUE
 from fmugateway.celery import app as celery_app
-from fmugateway.tests.test_fly_config import fly_config
 from simulations import services as simulation_services
 from simulations.models import Simulation, SimulationStatus
 from simulations.workers import consumes_default_queue
+from testing.api import run_request
+from testing.deployment import fly_config
 
 pytestmark = pytest.mark.django_db
 
@@ -63,14 +64,11 @@ def _no_stripe_on_a_worker(name):
     return call
 
 
-def run_request(model) -> dict:
-    return {"model": str(model.pk), "stop_time": 1.0, "output_interval": 0.1}
-
-
 def sandbox_cannot_start(**_kwargs):
     raise OSError("no sandbox today")
 
 
+@pytest.mark.stripe
 def test_a_platform_fault_is_refunded_without_stripe(
     api_client, bouncing_ball, billing_on, as_worker, monkeypatch
 ):
@@ -88,6 +86,7 @@ def test_a_platform_fault_is_refunded_without_stripe(
     assert billing_on.requests == []
 
 
+@pytest.mark.stripe
 def test_a_token_paid_run_is_refunded_as_a_credit_without_stripe(
     api_client, bouncing_ball, billing_on, as_worker, monkeypatch
 ):
@@ -106,6 +105,7 @@ def test_a_token_paid_run_is_refunded_as_a_credit_without_stripe(
     assert billing_on.requests == []
 
 
+@pytest.mark.stripe
 def test_a_run_whose_worker_was_lost_is_refunded_by_the_beat_without_stripe(
     api_client, bouncing_ball, billing_on, as_worker
 ):
@@ -166,6 +166,7 @@ def test_a_billing_only_worker_is_not_a_simulation_worker():
     assert consumes_default_queue(worker)
 
 
+@pytest.mark.stripe
 def test_the_billing_worker_calls_stripe(user, billing_on):
     """The reconciliation does reach Stripe, where the key is: in the billing group."""
     missed = services.run_payment_open_or_create(user=user)

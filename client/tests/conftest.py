@@ -1,5 +1,5 @@
-"""The client's tests run it against live servers: gunicorn, a Celery worker on Redis,
-PostgreSQL and (for payments) the billing tests' fake Stripe.
+"""The client's tests run it against live servers (the shared ones, see conftest.py at the
+root): gunicorn, a Celery worker on Redis, PostgreSQL and (for payments) the fake Stripe.
 
 The package is imported from client/src, so the suite needs no install of it
 (test_install.py shows that `pip install ./client` works on its own).
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
 CLIENT_DIR = Path(__file__).resolve().parents[1]
 CLIENT_SOURCE = CLIENT_DIR / "src"
@@ -22,15 +23,8 @@ if str(CLIENT_SOURCE) not in sys.path:
 
 from fmugateway_client import Client  # noqa: E402
 
-from accounts.services import api_key_create  # noqa: E402
 from accounts.tests.factories import UserFactory  # noqa: E402
-from billing.tests.conftest import (  # noqa: E402, F401  (fixtures shared with billing's tests)
-    billing_environment,
-    billing_on,
-    fake_stripe,
-    fake_stripe_server,
-    webhook,
-)
+from testing.api import new_api_key  # noqa: E402
 
 
 @dataclass
@@ -63,6 +57,17 @@ class Gateway:
             check=False,
         )
 
+    def server_csv(self, run_id: str, **params: str) -> str:
+        """A run's result CSV exactly as the server sends it, fetched without the client."""
+        response = requests.get(
+            f"{self.url}/api/v1/simulations/{run_id}/result",
+            params={"format": "csv", **params},
+            headers={"Authorization": f"Bearer {self.api_key}"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        return response.text
+
     def start_cli(self, *arguments: str) -> subprocess.Popen[str]:
         """Start `fmugw` without waiting for it; its stdout and stderr are pipes."""
         return subprocess.Popen(
@@ -92,42 +97,31 @@ def cli_environment(url: str | None, api_key: str | None, **extra: str) -> dict[
 
 def new_account(url: str) -> Gateway:
     user = UserFactory()
-    # factory_boy's UserFactory() makes a User; mypy takes it for a UserFactory.
-    _key, plaintext = api_key_create(user=user)  # type: ignore[arg-type]
+    plaintext = new_api_key(user)
     return Gateway(url=url, user=user, api_key=plaintext, client=Client(url, plaintext))
 
 
 @pytest.fixture
-def web_only(live_servers) -> Gateway:
+def web_only(shared_web) -> Gateway:
     """A live web process without a worker: enough for everything but finishing runs."""
-    (server,) = live_servers(1)
+    (server,) = shared_web(1)
     return new_account(server.url)
 
 
 @pytest.fixture
-def gateway(live_servers, live_workers, redis_broker_url) -> Gateway:
+def gateway(shared_gateway) -> Gateway:
     """Web + a Celery worker on Redis; runs are free (billing off)."""
-    (server,) = live_servers(1, CELERY_BROKER_URL=redis_broker_url)
-    live_workers(concurrency=2, CELERY_BROKER_URL=redis_broker_url)
-    return new_account(server.url)
+    return new_account(shared_gateway.url)
 
 
 @pytest.fixture
-def paid_web_only(live_servers, billing_environment, webhook) -> Gateway:  # noqa: F811
+def paid_web_only(shared_billing_web, webhook) -> Gateway:
     """A web process with billing on against the fake Stripe, no worker; no credit."""
-    (server,) = live_servers(1, **billing_environment)
+    (server,) = shared_billing_web(1)
     return new_account(server.url)
 
 
 @pytest.fixture
-def paid_gateway(
-    live_servers,
-    live_workers,
-    redis_broker_url,
-    billing_environment,  # noqa: F811
-    webhook,  # noqa: F811
-) -> Gateway:
+def paid_gateway(shared_billing_gateway, webhook) -> Gateway:
     """Web + worker with billing on against the fake Stripe; the account has no credit."""
-    (server,) = live_servers(1, CELERY_BROKER_URL=redis_broker_url, **billing_environment)
-    live_workers(concurrency=1, CELERY_BROKER_URL=redis_broker_url, **billing_environment)
-    return new_account(server.url)
+    return new_account(shared_billing_gateway.url)

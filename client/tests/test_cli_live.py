@@ -6,17 +6,9 @@ import json
 import stat
 import uuid
 
-import requests
+import pytest
 
-
-def server_csv(gateway, run_id: str) -> str:
-    response = requests.get(
-        f"{gateway.url}/api/v1/simulations/{run_id}/result?format=csv",
-        headers={"Authorization": f"Bearer {gateway.api_key}"},
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text
-    return response.text
+pytestmark = pytest.mark.live
 
 
 def test_login_upload_run_and_result(gateway, fmu_paths, tmp_path):
@@ -80,7 +72,7 @@ def test_login_upload_run_and_result(gateway, fmu_paths, tmp_path):
     assert run.returncode == 0, run.stderr
     run_id = run.stderr.split()[1]  # "run <id> queued"
     assert "100%" in run.stderr  # the progress bar reached its end
-    assert out.read_text() == server_csv(gateway, run_id)
+    assert out.read_text() == gateway.server_csv(run_id)
     assert out.read_text().splitlines()[0] == "time,h,v"
     params = gateway.client.simulation(run_id).raw["params"]
     assert params["start_values"] == {"e": 0.8}
@@ -90,7 +82,7 @@ def test_login_upload_run_and_result(gateway, fmu_paths, tmp_path):
     assert status.stdout.split()[:2] == [run_id, "succeeded"]
     to_stdout = fmugw("result", run_id)
     assert to_stdout.returncode == 0
-    assert to_stdout.stdout == server_csv(gateway, run_id)
+    assert to_stdout.stdout == gateway.server_csv(run_id)
     only_h = tmp_path / "h.csv"
     assert fmugw("result", run_id, "--variables", "h", "-o", str(only_h)).returncode == 0
     assert only_h.read_text().splitlines()[0] == "time,h"

@@ -10,7 +10,6 @@ import zipfile
 
 import numpy as np
 import pytest
-import requests
 from fmugateway_client import (
     AuthenticationError,
     Client,
@@ -24,23 +23,12 @@ from fmugateway_client import (
 )
 
 
-def server_csv(gateway, run_id: str, **params: str) -> str:
-    """The result CSV exactly as the server sends it, fetched without the client."""
-    response = requests.get(
-        f"{gateway.url}/api/v1/simulations/{run_id}/result",
-        params={"format": "csv", **params},
-        headers={"Authorization": f"Bearer {gateway.api_key}"},
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text
-    return response.text
-
-
 def parse_csv(text: str) -> tuple[list[str], list[list[float]]]:
     rows = list(csv.reader(io.StringIO(text)))
     return rows[0], [[float(cell) for cell in row] for row in rows[1:]]
 
 
+@pytest.mark.live
 def test_upload_simulate_and_the_result_equals_the_servers_csv(gateway, fmu_paths, tmp_path):
     client = gateway.client
     account = client.account()
@@ -78,7 +66,7 @@ def test_upload_simulate_and_the_result_equals_the_servers_csv(gateway, fmu_path
     assert seen[-1].status == "succeeded"
     assert all(0.0 <= state.progress <= 1.0 for state in seen)
 
-    header, rows = parse_csv(server_csv(gateway, result.simulation.id))
+    header, rows = parse_csv(gateway.server_csv(result.simulation.id))
     assert result.columns == header == ["time", "h", "v"]
     assert result.units.get("time") == "s"
     assert len(result) == len(rows) > 100
@@ -94,7 +82,7 @@ def test_upload_simulate_and_the_result_equals_the_servers_csv(gateway, fmu_path
     # result_csv streams the server's bytes to the file unchanged.
     written = client.result_csv(result.simulation.id, tmp_path / "out.csv")
     assert written == tmp_path / "out.csv"
-    assert written.read_text() == server_csv(gateway, result.simulation.id)
+    assert written.read_text() == gateway.server_csv(result.simulation.id)
     assert not [path for path in tmp_path.iterdir() if path.name.endswith(".part")]
     only_h = client.result_csv(result.simulation, tmp_path / "h.csv", variables=["h"])
     assert only_h.read_text().splitlines()[0] == "time,h"
@@ -110,6 +98,7 @@ def test_upload_simulate_and_the_result_equals_the_servers_csv(gateway, fmu_path
     assert again.data == result.data
 
 
+@pytest.mark.live
 def test_inputs_go_to_the_model_as_columns(gateway, fmu_paths):
     client = gateway.client
     model = client.upload_model(fmu_paths["inputs_params"])
@@ -131,6 +120,7 @@ def test_inputs_go_to_the_model_as_columns(gateway, fmu_paths):
     assert abs(from_array["y"][-1]) > 0.1  # the input moved the output
 
 
+@pytest.mark.live
 def test_problem_json_errors_become_typed_exceptions(web_only, fmu_paths, tmp_path):
     client = web_only.client
 
@@ -183,6 +173,7 @@ def test_problem_json_errors_become_typed_exceptions(web_only, fmu_paths, tmp_pa
     assert client.simulation(queued.id).status == "cancelled"
 
 
+@pytest.mark.live
 def test_a_run_that_fails_raises_simulation_failed_with_the_log(gateway, fmu_paths):
     client = gateway.client
     model = client.upload_model(fmu_paths["segfault"])

@@ -17,18 +17,18 @@ from django.db import connection
 from fmugateway_client import PaymentFailed, PaymentRequired, Result
 
 from billing.models import Payment
+from billing.tests.fake_stripe import pay_on_checkout
+
+pytestmark = [pytest.mark.live, pytest.mark.stripe]
 
 CHECKOUT_LINE = "Pay here: "
 
 
-def pay_on_checkout(fake_stripe, webhook, gateway, checkout_url: str) -> Payment:
+def paid_on_checkout(fake_stripe, webhook, gateway, checkout_url: str) -> Payment:
     """The customer pays on the Checkout page; Stripe then tells the gateway, signed."""
     payment = Payment.objects.get(checkout_url=checkout_url)
-    fake_stripe.pay(payment.stripe_checkout_session_id)
-    event = fake_stripe.session_event(
-        "checkout.session.completed", payment.stripe_checkout_session_id
-    )
-    assert webhook.deliver(event, to=gateway.url) == 200
+    session_id = payment.stripe_checkout_session_id
+    assert pay_on_checkout(fake_stripe, webhook, session_id, to=gateway.url) == 200
     return payment
 
 
@@ -72,7 +72,7 @@ def test_fmugw_run_pays_per_run_and_completes(
         # fmugw is now polling the payment; nothing has run yet.
         assert process.poll() is None
         assert gateway.client.simulations() == []
-        payment = pay_on_checkout(fake_stripe, webhook, gateway, checkout_url)
+        payment = paid_on_checkout(fake_stripe, webhook, gateway, checkout_url)
         process.wait(timeout=120)
     finally:
         if process.poll() is None:
@@ -108,7 +108,7 @@ def test_simulate_waits_for_the_payment_then_retries_with_the_token_and_same_key
 
     def pay(checkout_url: str) -> None:
         try:
-            pay_on_checkout(fake_stripe, webhook, gateway, checkout_url)
+            paid_on_checkout(fake_stripe, webhook, gateway, checkout_url)
         finally:
             connection.close()  # this thread's own database connection
 
@@ -180,7 +180,7 @@ def test_without_waiting_a_402_raises_and_fmugw_exits_3_then_runs_with_the_token
     assert bad_token.value.payment_token_status == "invalid"
 
     # The user pays, reads the token with `fmugw payment` and runs again with it.
-    pay_on_checkout(fake_stripe, webhook, gateway, required.checkout_url)
+    paid_on_checkout(fake_stripe, webhook, gateway, required.checkout_url)
     shown = gateway.cli("payment", required.payment_id)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.split()[:2] == [required.payment_id, "paid"]

@@ -1,4 +1,6 @@
-"""Real gunicorn processes on the test database, for tests about shared state."""
+"""Real gunicorn and Celery worker processes on the test database: started for one test
+(conftest.py: live_servers, live_workers) or shared by the tests of a test process
+(SharedProcesses: shared_web, shared_gateway, shared_billing_web, shared_billing_gateway)."""
 
 from __future__ import annotations
 
@@ -55,6 +57,9 @@ def server_environment(**overrides: str) -> dict[str, str]:
 class LiveServer:
     process: subprocess.Popen
     url: str
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -115,6 +120,9 @@ class LiveWorker:
     process: subprocess.Popen
     log_path: Path
 
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
     def stop(self) -> None:
         # Same process-group handling: LiveServer.stop only reads the process.
         LiveServer.stop(self)  # type: ignore[arg-type]
@@ -169,3 +177,57 @@ def start_celery_worker(
         time.sleep(0.2)
     worker.stop()
     raise RuntimeError(f"celery worker not ready within {timeout} s:\n{worker.log()}")
+
+
+# An environment variable only the shared gateway's worker has (test_worker_queue.py shows
+# that no model can read it).
+WORKER_SECRET_NAME = "FMUGW_WORKER_SECRET"
+WORKER_SECRET_VALUE = "s3cr3t-only-the-worker-knows-7d1f"
+
+
+class SharedProcesses:
+    """Live processes started on first use and kept for the rest of the test process.
+
+    Each distinct environment gets its own processes, all on one MEDIA_ROOT (the tests
+    that use them put theirs there too). Tests share them by using an account of their
+    own; the database is emptied after each of them (transactional_db) as usual.
+    """
+
+    def __init__(self, *, media_root: Path, log_dir: Path) -> None:
+        self.media_root = media_root
+        self.log_dir = log_dir
+        self._base = server_environment(MEDIA_ROOT=str(media_root))
+        self._servers: dict[tuple, list[LiveServer]] = {}
+        self._workers: dict[tuple, LiveWorker] = {}
+
+    def servers(self, count: int = 1, **environment: str) -> list[LiveServer]:
+        """`count` gunicorn processes with this environment (added to the base one)."""
+        key = tuple(sorted(environment.items()))
+        running = [server for server in self._servers.get(key, []) if server.alive()]
+        while len(running) < count:
+            running.append(start_gunicorn(environment={**self._base, **environment}))
+        self._servers[key] = running
+        return running[:count]
+
+    def worker(self, *, concurrency: int = 2, name: str, **environment: str) -> LiveWorker:
+        """The Celery worker with this node name and environment, started if need be."""
+        key = (concurrency, name, *sorted(environment.items()))
+        worker = self._workers.get(key)
+        if worker is None or not worker.alive():
+            worker = start_celery_worker(
+                environment={**self._base, **environment},
+                log_path=self.log_dir / f"{name.replace('@', '-')}-{len(self._workers)}.log",
+                concurrency=concurrency,
+                name=name,
+            )
+            self._workers[key] = worker
+        return worker
+
+    def started_workers(self, name: str) -> list[LiveWorker]:
+        return [worker for key, worker in self._workers.items() if key[1] == name]
+
+    def stop(self) -> None:
+        for server in [server for servers in self._servers.values() for server in servers]:
+            server.stop()
+        for worker in self._workers.values():
+            worker.stop()

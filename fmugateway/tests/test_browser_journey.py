@@ -18,7 +18,8 @@ import requests
 from playwright.sync_api import expect, sync_playwright
 
 from billing.models import CreditPack
-from billing.tests.fake_stripe import FakeStripe
+
+pytestmark = [pytest.mark.browser, pytest.mark.live]
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `make test` installs it
 CHROMIUM_ARGS = [
@@ -139,14 +140,11 @@ def upload_model(journey: Journey, fmu: Path) -> None:
 
 
 def test_signup_key_upload_run_plot_and_csv_download(
-    live_servers,
-    live_workers,
-    redis_broker_url,
+    shared_gateway,
     fmu_paths,
     browser_on,
 ):
-    (server,) = live_servers(1, CELERY_BROKER_URL=redis_broker_url)
-    live_workers(concurrency=1, CELERY_BROKER_URL=redis_broker_url)
+    server = shared_gateway.server
     journey = browser_on(server.url)
     page = journey.page
 
@@ -224,16 +222,9 @@ def test_signup_key_upload_run_plot_and_csv_download(
     assert journey.script_errors == []
 
 
-@pytest.fixture
-def fake_stripe() -> Iterator[FakeStripe]:
-    """Billing's local fake of Stripe's API (billing/tests/fake_stripe.py)."""
-    fake = FakeStripe().start()
-    yield fake
-    fake.stop()
-
-
+@pytest.mark.stripe
 def test_with_billing_on_pricing_shows_the_packs_and_a_run_without_credit_offers_checkout(
-    live_servers,
+    shared_billing_web,
     fake_stripe,
     fmu_paths,
     browser_on,
@@ -243,9 +234,7 @@ def test_with_billing_on_pricing_shows_the_packs_and_a_run_without_credit_offers
         CreditPack.objects.update_or_create(
             name=name, defaults={"runs": runs, "price_cents": price_cents, "active": True}
         )
-    (server,) = live_servers(
-        1, STRIPE_SECRET_KEY=fake_stripe.secret_key, STRIPE_API_BASE=fake_stripe.url
-    )
+    (server,) = shared_billing_web(1)
     journey = browser_on(server.url)
     page = journey.page
     # Stripe's real pages are out of reach here: a stand-in page marks where a browser goes.

@@ -174,10 +174,15 @@ def _has_user(name: str) -> bool:
     return True
 
 
-needs_root = pytest.mark.skipif(
+_root_and_probe = pytest.mark.skipif(
     os.geteuid() != 0 or not _has_user(TEST_USER) or not os.access(PROBE_PYTHON, os.X_OK),
     reason=f"starts a root sandbox daemon, runs {PROBE_PYTHON} as {TEST_USER}",
 )
+
+
+def needs_root(test):
+    return pytest.mark.sandbox(_root_and_probe(test))
+
 
 PROBE = r"""
 import json, os, signal, socket, sys, time

@@ -1,12 +1,6 @@
 """fly.toml keeps every piece of state off the machines' own disks."""
 
-import tomllib
-
-from django.conf import settings
-
-
-def fly_config() -> dict:
-    return tomllib.loads((settings.BASE_DIR / "fly.toml").read_text())
+from testing.deployment import fly_config
 
 
 def test_web_worker_and_billing_process_groups_and_a_release_migration():

@@ -8,7 +8,6 @@ import io
 import itertools
 import re
 import subprocess
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -21,7 +20,6 @@ from accounts.tests.factories import UserFactory
 from billing.models import CreditPack
 from billing.selectors import credit_balance
 from billing.tests.factories import LedgerEntryFactory
-from billing.tests.fake_stripe import FakeStripe
 
 SITE_CSS = Path(settings.BASE_DIR) / "static" / "css" / "site.css"
 
@@ -248,15 +246,13 @@ def assert_the_result_arrived(finished, workdir: Path) -> None:
     assert finished.stdout.rstrip().endswith("\n".join(",".join(row) for row in rows[:5]))
 
 
+@pytest.mark.live
 def test_the_landing_page_curl_example_works_verbatim_against_a_live_server(
-    live_servers,
-    live_workers,
-    redis_broker_url,
+    shared_gateway,
     fmu_paths,
     tmp_path,
 ):
-    (server,) = live_servers(1, CELERY_BROKER_URL=redis_broker_url)
-    live_workers(concurrency=1, CELERY_BROKER_URL=redis_broker_url)
+    server = shared_gateway.server
     _api_key, key = api_key_create(user=UserFactory())
 
     finished = run_the_example(
@@ -266,24 +262,15 @@ def test_the_landing_page_curl_example_works_verbatim_against_a_live_server(
     assert_the_result_arrived(finished, tmp_path)
 
 
-@pytest.fixture
-def fake_stripe() -> Iterator[FakeStripe]:
-    fake = FakeStripe().start()
-    yield fake
-    fake.stop()
-
-
+@pytest.mark.live
+@pytest.mark.stripe
 def test_with_billing_on_the_example_runs_on_credit_and_shows_the_402_without(
-    live_servers,
-    live_workers,
-    redis_broker_url,
+    shared_billing_gateway,
     fake_stripe,
     fmu_paths,
     tmp_path,
 ):
-    billing = {"STRIPE_SECRET_KEY": fake_stripe.secret_key, "STRIPE_API_BASE": fake_stripe.url}
-    (server,) = live_servers(1, CELERY_BROKER_URL=redis_broker_url, **billing)
-    live_workers(concurrency=1, CELERY_BROKER_URL=redis_broker_url, **billing)
+    server = shared_billing_gateway.server
     user = UserFactory()
     _api_key, key = api_key_create(user=user)
     LedgerEntryFactory(user=user, runs=1, reason="credit for the landing page example")

@@ -6,10 +6,13 @@ import signal
 import subprocess
 import time
 
+import pytest
 import requests
 from django.conf import settings
 
 from fmugateway.tests.live_server import free_port
+
+pytestmark = pytest.mark.live
 
 IGNORED = shutil.ignore_patterns(".venv", "var", ".git", "__pycache__", "*.pyc")
 

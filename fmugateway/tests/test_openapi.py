@@ -28,7 +28,6 @@ from schemathesis.specs.openapi.checks import (
 from accounts.services import api_key_create
 from accounts.tests.factories import UserFactory
 from billing.tests.factories import LedgerEntryFactory, PaymentFactory
-from billing.tests.fake_stripe import FakeStripe
 from simulations.models import Simulation, SimulationStatus
 from simulations.services import simulation_execute
 
@@ -178,13 +177,6 @@ def test_the_docs_render_from_local_static_files_only(db):
 # --- schemathesis against a live server --------------------------------------------------------
 
 
-@pytest.fixture
-def fake_stripe():
-    fake = FakeStripe().start()
-    yield fake
-    fake.stop()
-
-
 def real_data(server_url: str, headers: dict, fmu_paths) -> dict[str, list[str]]:
     """Objects for the fuzzer to hit, by path parameter: models, a finished and a queued run."""
 
@@ -300,14 +292,15 @@ def fuzz(operation, mode, *, ids: dict[str, list[str]], server_url: str, session
     return exercise
 
 
+@pytest.mark.live
+@pytest.mark.stripe
 @pytest.mark.django_db(transaction=True)
 def test_schemathesis_finds_no_server_errors_and_no_schema_violations(
-    live_servers,
+    shared_billing_web,
     fake_stripe,
     fmu_paths,
 ):
-    billing = {"STRIPE_SECRET_KEY": fake_stripe.secret_key, "STRIPE_API_BASE": fake_stripe.url}
-    (server,) = live_servers(1, API_RATE_LIMIT="100000/min", **billing)
+    (server,) = shared_billing_web(1)  # API_RATE_LIMIT=100000/min
     user = UserFactory()
     _api_key, key = api_key_create(user=user)
     headers = {"Authorization": f"Bearer {key}"}

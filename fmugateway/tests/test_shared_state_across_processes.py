@@ -2,7 +2,10 @@
 
 import re
 
+import pytest
 import requests
+
+pytestmark = pytest.mark.live
 
 KEY_IN_PAGE = re.compile(r"fmu_[0-9a-f]{12}_[A-Za-z0-9_-]{32,}")
 FORM_NONCE = re.compile(r'name="form_nonce" value="([^"]+)"')
@@ -20,8 +23,8 @@ def post_form(session: requests.Session, url: str, data: dict) -> requests.Respo
     return session.post(url, data=data, headers={"Referer": url}, allow_redirects=False)
 
 
-def test_a_key_made_on_one_process_works_on_another_and_revocation_is_immediate(live_servers):
-    server_a, server_b = live_servers(2)
+def test_a_key_made_on_one_process_works_on_another_and_revocation_is_immediate(shared_web):
+    server_a, server_b = shared_web(2)
 
     on_a = portal_session(server_a.url)
     response = post_form(
@@ -57,8 +60,8 @@ def test_a_key_made_on_one_process_works_on_another_and_revocation_is_immediate(
     assert response.json()["detail"] == "This API key has been revoked."
 
 
-def test_a_session_cookie_from_one_process_is_valid_on_another(live_servers):
-    server_a, server_b = live_servers(2)
+def test_a_session_cookie_from_one_process_is_valid_on_another(shared_web):
+    server_a, server_b = shared_web(2)
     session = portal_session(server_a.url)
     post_form(
         session,

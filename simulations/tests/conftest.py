@@ -2,7 +2,7 @@
 
 import pytest
 
-OBJECT_STORAGE_BACKEND = "simulations.object_storage.ObjectStorage"
+OBJECT_STORAGE_BACKEND = "core.object_storage.ObjectStorage"
 
 
 @pytest.fixture(scope="session")

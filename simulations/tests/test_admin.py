@@ -1,23 +1,17 @@
+from typing import cast
+
 import pytest
-from django.test import Client
 
 from accounts.tests.factories import UserFactory
 from simulations.models import Simulation, SimulationStatus
+from simulations.tests.factories import SimulationFactory
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def operator_client():
-    client = Client()
-    client.force_login(UserFactory(is_staff=True, is_superuser=True))
-    return client
-
-
 def make_run(owner, status=SimulationStatus.QUEUED, **fields) -> Simulation:
-    return Simulation.objects.create(
-        owner=owner, model_name="ball", params={"timeout": 10}, status=status, **fields
-    )
+    run = SimulationFactory(owner=owner, model=None, status=status, **fields)
+    return cast(Simulation, run)  # factory_boy's Factory() makes the model
 
 
 def test_runs_are_filtered_by_status_and_searched_by_owner(operator_client):

@@ -26,13 +26,13 @@ import requests
 from django.test import Client
 from django.utils import timezone
 
-from accounts.services import api_key_create
 from accounts.tests.factories import UserFactory
 from fmuengine import runner
 from simulations import services
 from simulations.apps import configure_sandbox
 from simulations.models import Simulation, SimulationStatus, WorkerStatus
 from simulations.workers import SandboxNotReady, forget_sandbox_status, worker_status_record
+from testing.api import http_session, upload_over_http
 
 NOBODY = 65534
 FULL = "namespaces+setuid+cgroups+disk-quota+seccomp+rlimits"
@@ -119,6 +119,8 @@ def _wait_for_log(worker, pattern: str, *, count: int = 1, timeout: float = 60) 
     raise AssertionError(f"{pattern!r} not {count}x in the worker's log:\n{worker.log()}")
 
 
+@pytest.mark.live
+@pytest.mark.sandbox
 def test_a_worker_below_the_required_isolation_takes_no_run_logs_why_and_readyz_names_it(
     live_servers, live_workers, redis_broker_url, fmu_paths, as_nobody
 ):
@@ -140,11 +142,8 @@ def test_a_worker_below_the_required_isolation_takes_no_run_logs_why_and_readyz_
         assert f"{measure}: not root" in at_start
     _wait_for_log(refusing, r"ERROR.*worker unisolated@fmugw-test stops consuming celery")
 
-    _key, plaintext = api_key_create(user=UserFactory())
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {plaintext}"
-    with fmu_paths["bouncing_ball"].open("rb") as handle:
-        model = session.post(f"{server.url}/api/v1/models", files={"file": handle}, timeout=30)
+    session = http_session(UserFactory())
+    model = upload_over_http(server.url, fmu_paths["bouncing_ball"], session=session)
     assert model.status_code == 201, model.text
     submitted = session.post(
         f"{server.url}/api/v1/simulations", json={"model": model.json()["id"]}, timeout=30
@@ -191,6 +190,8 @@ def daemon_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.live
+@pytest.mark.sandbox
 def test_a_worker_that_started_before_its_sandbox_daemon_takes_runs_once_the_daemon_is_up(
     live_servers, live_workers, redis_broker_url, fmu_paths, daemon_dir
 ):
@@ -208,11 +209,8 @@ def test_a_worker_that_started_before_its_sandbox_daemon_takes_runs_once_the_dae
     (at_start,) = _wait_for_log(worker, r"ERROR.*worker early@fmugw-test takes no run: .*")
     assert f"cannot reach the sandbox daemon at {socket_path}" in at_start
     _wait_for_log(worker, r"worker early@fmugw-test stops consuming celery")
-    _key, plaintext = api_key_create(user=UserFactory())
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {plaintext}"
-    with fmu_paths["bouncing_ball"].open("rb") as handle:
-        model = session.post(f"{server.url}/api/v1/models", files={"file": handle}, timeout=30)
+    session = http_session(UserFactory())
+    model = upload_over_http(server.url, fmu_paths["bouncing_ball"], session=session)
     body = {"model": model.json()["id"]}
     run_id = session.post(f"{server.url}/api/v1/simulations", json=body, timeout=30).json()["id"]
     time.sleep(2)
@@ -350,7 +348,7 @@ def test_the_admin_lists_each_workers_isolation_and_readiness():
     worker_status_record(worker="celery@worker-1", status=runner.SandboxStatus(True, FULL, {}, ""))
     worker_status_record(worker="celery@worker-2", status=BELOW_FULL)
     client = Client()
-    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    client.force_login(UserFactory(operator=True))
 
     page = client.get("/admin/simulations/workerstatus/")
 

@@ -3,9 +3,7 @@ from pathlib import Path
 
 import pytest
 from django.core.files.storage import default_storage
-from rest_framework.test import APIClient
 
-from accounts.tests.clients import client_for
 from accounts.tests.factories import UserFactory
 from fmuengine.tests.fmus.handwritten import (
     BILLION_LAUGHS,
@@ -17,15 +15,11 @@ from fmuengine.tests.fmus.handwritten import (
     build_fmu,
 )
 from simulations.models import Model
+from testing.api import api_client_for, upload_fmu
 
 pytestmark = pytest.mark.django_db
 
 MODELS_URL = "/api/v1/models"
-
-
-def upload(client: APIClient, path: Path):
-    with path.open("rb") as handle:
-        return client.post(MODELS_URL, {"file": handle}, format="multipart")
 
 
 def stored_files(prefix: str = "fmus") -> list[str]:
@@ -44,7 +38,7 @@ def stored_files(prefix: str = "fmus") -> list[str]:
 
 
 def test_upload_summarises_the_model(api_client, fmu_paths):
-    response = upload(api_client, fmu_paths["bouncing_ball"])
+    response = upload_fmu(api_client, fmu_paths["bouncing_ball"])
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["model_name"] == "bouncing_ball"
@@ -59,13 +53,13 @@ def test_upload_summarises_the_model(api_client, fmu_paths):
 
 
 def test_fmi3_upload(api_client, fmu_paths):
-    body = upload(api_client, fmu_paths["bouncing_ball3"]).json()
+    body = upload_fmu(api_client, fmu_paths["bouncing_ball3"]).json()
     assert body["fmi_version"] == "3.0"
     assert body["platforms"] == ["x86_64-linux"]
 
 
 def test_list_get_variables_and_delete(api_client, fmu_paths):
-    model_id = upload(api_client, fmu_paths["bouncing_ball"]).json()["id"]
+    model_id = upload_fmu(api_client, fmu_paths["bouncing_ball"]).json()["id"]
     listing = api_client.get(MODELS_URL).json()
     assert [item["id"] for item in listing["results"]] == [model_id]
     assert api_client.get(f"{MODELS_URL}/{model_id}").json()["id"] == model_id
@@ -85,9 +79,9 @@ def test_list_get_variables_and_delete(api_client, fmu_paths):
 def test_the_same_file_is_stored_once_and_removed_with_its_last_model(
     fmu_paths, django_capture_on_commit_callbacks
 ):
-    alice, bob = client_for(UserFactory()), client_for(UserFactory())
-    first = upload(alice, fmu_paths["bouncing_ball"]).json()
-    second = upload(bob, fmu_paths["bouncing_ball"]).json()
+    alice, bob = api_client_for(UserFactory()), api_client_for(UserFactory())
+    first = upload_fmu(alice, fmu_paths["bouncing_ball"]).json()
+    second = upload_fmu(bob, fmu_paths["bouncing_ball"]).json()
     assert first["id"] != second["id"]
     assert first["sha256"] == second["sha256"]
     assert len(stored_files()) == 1
@@ -101,8 +95,8 @@ def test_the_same_file_is_stored_once_and_removed_with_its_last_model(
 
 
 def test_another_accounts_model_is_404_everywhere(fmu_paths):
-    owner, stranger = client_for(UserFactory()), client_for(UserFactory())
-    model_id = upload(owner, fmu_paths["bouncing_ball"]).json()["id"]
+    owner, stranger = api_client_for(UserFactory()), api_client_for(UserFactory())
+    model_id = upload_fmu(owner, fmu_paths["bouncing_ball"]).json()["id"]
     for response in (
         stranger.get(f"{MODELS_URL}/{model_id}"),
         stranger.get(f"{MODELS_URL}/{model_id}/variables"),
@@ -187,7 +181,7 @@ def _write(path: Path, content: bytes) -> Path:
 @pytest.mark.parametrize("case", BAD_UPLOADS, ids=list(BAD_UPLOADS))
 def test_bad_uploads_are_refused_naming_the_problem_and_store_nothing(api_client, tmp_path, case):
     make, code, named = BAD_UPLOADS[case]
-    response = upload(api_client, make(tmp_path))
+    response = upload_fmu(api_client, make(tmp_path))
     assert response.status_code == 400, response.content
     assert response["Content-Type"] == "application/problem+json"
     body = response.json()
@@ -200,7 +194,7 @@ def test_bad_uploads_are_refused_naming_the_problem_and_store_nothing(api_client
 
 def test_an_upload_over_the_size_cap_is_413(api_client, fmu_paths, settings):
     settings.FMU_MAX_UPLOAD_BYTES = 1024
-    response = upload(api_client, fmu_paths["bouncing_ball"])
+    response = upload_fmu(api_client, fmu_paths["bouncing_ball"])
     assert response.status_code == 413
     assert "limit" in response.json()["detail"]
     assert stored_files() == []

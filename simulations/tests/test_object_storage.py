@@ -18,36 +18,25 @@ from pathlib import Path
 
 import pytest
 import requests
-from rest_framework.test import APIClient
 
-from accounts.services import api_key_create
-from accounts.tests.clients import client_for
 from accounts.tests.factories import UserFactory
 from simulations import services
 from simulations.models import Model, Simulation
 from simulations.services import runs
-from simulations.tests.test_result_streaming import PeakMemory, gunicorn_worker, stored_result
+from simulations.tests.factories import run_with_result
+from testing.api import (
+    api_client_for,
+    bearer_headers,
+    upload_fmu,
+    upload_over_http,
+    uploaded_model_id,
+    wait_for_run,
+)
+from testing.processes import PeakMemory, gunicorn_worker
 
 MEGABYTE = 1024 * 1024
 MODELS_URL = "/api/v1/models"
 SIMULATIONS_URL = "/api/v1/simulations"
-
-
-def bearer_for(user) -> dict[str, str]:
-    _key, plaintext = api_key_create(user=user)
-    return {"Authorization": f"Bearer {plaintext}"}
-
-
-def upload(client: APIClient, path: Path):
-    with path.open("rb") as handle:
-        return client.post(MODELS_URL, {"file": handle}, format="multipart")
-
-
-def upload_over_http(base_url: str, headers: dict, path: Path) -> requests.Response:
-    with path.open("rb") as handle:
-        return requests.post(
-            f"{base_url}{MODELS_URL}", files={"file": handle}, headers=headers, timeout=120
-        )
 
 
 def files_under(directory: Path) -> list[Path]:
@@ -57,13 +46,14 @@ def files_under(directory: Path) -> list[Path]:
 # --- (3) content addressing --------------------------------------------------------------------
 
 
+@pytest.mark.s3
 @pytest.mark.django_db
 def test_two_owners_of_one_fmu_share_one_object_until_both_delete_it(
     s3_storage, fmu_paths, django_capture_on_commit_callbacks
 ):
-    alice, bob = client_for(UserFactory()), client_for(UserFactory())
-    first = upload(alice, fmu_paths["bouncing_ball"]).json()
-    second = upload(bob, fmu_paths["bouncing_ball"]).json()
+    alice, bob = api_client_for(UserFactory()), api_client_for(UserFactory())
+    first = upload_fmu(alice, fmu_paths["bouncing_ball"]).json()
+    second = upload_fmu(bob, fmu_paths["bouncing_ball"]).json()
     assert first["id"] != second["id"]
     sha = hashlib.sha256(fmu_paths["bouncing_ball"].read_bytes()).hexdigest()
     assert first["sha256"] == second["sha256"] == sha
@@ -86,8 +76,8 @@ def test_two_owners_of_one_fmu_share_one_object_until_both_delete_it(
 def local_reference_result(owner, fmu_path: Path, monkeypatch) -> dict[str, bytes]:
     """The same run on local storage, executed here as the worker would: CSV and JSON bytes."""
     monkeypatch.setattr(runs, "_enqueue", lambda simulation_id: None)
-    client = client_for(owner)
-    model_id = upload(client, fmu_path).json()["id"]
+    client = api_client_for(owner)
+    model_id = upload_fmu(client, fmu_path).json()["id"]
     run = client.post(SIMULATIONS_URL, {"model": model_id}, format="json").json()
     services.simulation_execute(simulation_id=run["id"])
     downloads = {}
@@ -99,17 +89,8 @@ def local_reference_result(owner, fmu_path: Path, monkeypatch) -> dict[str, byte
     return downloads
 
 
-def wait_until_finished(base_url: str, headers: dict, run_id: str) -> dict:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        run = requests.get(
-            f"{base_url}{SIMULATIONS_URL}/{run_id}?wait=10", headers=headers, timeout=30
-        ).json()
-        if run["status"] not in ("queued", "running"):
-            return run
-    raise AssertionError(f"run {run_id} did not finish: {run}")
-
-
+@pytest.mark.live
+@pytest.mark.s3
 @pytest.mark.django_db(transaction=True)
 def test_uploaded_on_a_run_by_the_worker_downloaded_on_b_same_bytes_as_local(
     live_servers, live_workers, redis_broker_url, s3_bucket, fmu_paths, tmp_path, monkeypatch
@@ -128,9 +109,9 @@ def test_uploaded_on_a_run_by_the_worker_downloaded_on_b_same_bytes_as_local(
         1, MEDIA_ROOT=str(media["b"]), **queue, **s3_bucket.tigris_environment()
     )
     live_workers(concurrency=1, MEDIA_ROOT=str(media["worker"]), **queue, **s3_bucket.environment())
-    headers = bearer_for(owner)
+    headers = bearer_headers(owner)
 
-    uploaded = upload_over_http(web_a.url, headers, fmu)
+    uploaded = upload_over_http(web_a.url, fmu, headers=headers)
     assert uploaded.status_code == 201, uploaded.text
     started = requests.post(
         f"{web_a.url}{SIMULATIONS_URL}",
@@ -139,7 +120,7 @@ def test_uploaded_on_a_run_by_the_worker_downloaded_on_b_same_bytes_as_local(
         timeout=30,
     )
     assert started.status_code == 202, started.text
-    run = wait_until_finished(web_b.url, headers, started.json()["id"])
+    run = wait_for_run(web_b.url, started.json()["id"], headers=headers, timeout=90)
     assert run["status"] == "succeeded", run
 
     for result_format in ("csv", "json"):
@@ -222,6 +203,8 @@ class MultipartFileBody:
         yield self.tail
 
 
+@pytest.mark.live
+@pytest.mark.s3
 @pytest.mark.django_db(transaction=True)
 def test_a_200_mb_upload_streams_to_the_bucket_in_flat_memory(
     live_servers, s3_bucket, fmu_paths, big_fmu, tmp_path
@@ -229,10 +212,13 @@ def test_a_200_mb_upload_streams_to_the_bucket_in_flat_memory(
     media = tmp_path / "media"
     media.mkdir()
     (server,) = live_servers(1, MEDIA_ROOT=str(media), **s3_bucket.environment())
-    headers = bearer_for(UserFactory())
+    headers = bearer_headers(UserFactory())
 
     # Warm up: imports, the S3 client and first-request allocations are not what we measure.
-    assert upload_over_http(server.url, headers, fmu_paths["bouncing_ball3"]).status_code == 201
+    assert (
+        upload_over_http(server.url, fmu_paths["bouncing_ball3"], headers=headers).status_code
+        == 201
+    )
     worker = gunicorn_worker(server)
     baseline = worker.memory_info().rss
 
@@ -264,6 +250,8 @@ def test_a_200_mb_upload_streams_to_the_bucket_in_flat_memory(
     assert files_under(media) == []
 
 
+@pytest.mark.live
+@pytest.mark.s3
 @pytest.mark.django_db(transaction=True)
 def test_a_million_row_result_streams_from_the_bucket_in_flat_memory(
     live_servers, s3_storage, tmp_path
@@ -272,8 +260,8 @@ def test_a_million_row_result_streams_from_the_bucket_in_flat_memory(
     media.mkdir()
     (server,) = live_servers(1, MEDIA_ROOT=str(media), **s3_storage.environment())
     owner = UserFactory()
-    headers = bearer_for(owner)
-    small, big = stored_result(owner, 1_000), stored_result(owner, 1_000_000)
+    headers = bearer_headers(owner)
+    small, big = run_with_result(owner, 1_000), run_with_result(owner, 1_000_000)
     assert s3_storage.size(big.result_name) > 20 * MEGABYTE  # really in the bucket
     url = f"{server.url}{SIMULATIONS_URL}/{{}}/result?format=csv"
 
@@ -312,6 +300,8 @@ def stoppable_s3_server():
     server.stop()
 
 
+@pytest.mark.live
+@pytest.mark.s3
 @pytest.mark.django_db(transaction=True)
 def test_with_storage_stopped_readyz_and_uploads_are_503_and_no_row_points_at_nothing(
     live_servers, stoppable_s3_server, fmu_paths, tmp_path
@@ -320,9 +310,9 @@ def test_with_storage_stopped_readyz_and_uploads_are_503_and_no_row_points_at_no
     media = tmp_path / "media"
     media.mkdir()
     (server,) = live_servers(1, MEDIA_ROOT=str(media), **bucket.environment())
-    headers = bearer_for(UserFactory())
+    headers = bearer_headers(UserFactory())
     assert requests.get(f"{server.url}/readyz", timeout=30).status_code == 200
-    kept = upload_over_http(server.url, headers, fmu_paths["bouncing_ball"])
+    kept = upload_over_http(server.url, fmu_paths["bouncing_ball"], headers=headers)
     assert kept.status_code == 201
 
     stoppable_s3_server.stop()
@@ -338,7 +328,7 @@ def test_with_storage_stopped_readyz_and_uploads_are_503_and_no_row_points_at_no
     # A new file, and the file already stored: neither can be checked or stored now.
     for fmu in (fmu_paths["bouncing_ball3"], fmu_paths["bouncing_ball"]):
         started = time.monotonic()
-        refused = upload_over_http(server.url, headers, fmu)
+        refused = upload_over_http(server.url, fmu, headers=headers)
         assert refused.status_code == 503, refused.text
         assert refused.headers["Content-Type"] == "application/problem+json"
         problem = refused.json()
@@ -391,13 +381,14 @@ def test_the_upload_page_says_storage_is_unavailable_and_stores_nothing(
     assert Model.objects.count() == 0
 
 
+@pytest.mark.s3
 @pytest.mark.django_db
 def test_a_run_whose_fmu_cannot_be_fetched_fails_as_our_fault_without_a_result(
     s3_storage, fmu_paths, settings, monkeypatch
 ):
     monkeypatch.setattr(runs, "_enqueue", lambda simulation_id: None)
-    client = client_for(UserFactory())
-    model_id = upload(client, fmu_paths["bouncing_ball"]).json()["id"]
+    client = api_client_for(UserFactory())
+    model_id = upload_fmu(client, fmu_paths["bouncing_ball"]).json()["id"]
     run_id = client.post(SIMULATIONS_URL, {"model": model_id}, format="json").json()["id"]
     settings.STORAGES = {
         **settings.STORAGES,
@@ -413,6 +404,7 @@ def test_a_run_whose_fmu_cannot_be_fetched_fails_as_our_fault_without_a_result(
     assert run["result_url"] is None and run["result_expires_at"] is None
 
 
+@pytest.mark.s3
 def test_the_object_storage_backend_can_be_pickled(s3_bucket):
     import pickle
 
@@ -474,12 +466,13 @@ def test_a_result_download_with_storage_down_is_503_before_any_row_is_sent(
         result_rows=1,
         result_columns=["time"],
     )
-    response = client_for(owner).get(f"{SIMULATIONS_URL}/{run.pk}/result?format=csv")
+    response = api_client_for(owner).get(f"{SIMULATIONS_URL}/{run.pk}/result?format=csv")
     assert response.status_code == 503
     assert response["Content-Type"] == "application/problem+json"
     assert response.json()["type"].endswith("/storage-unavailable")
 
 
+@pytest.mark.s3
 @pytest.mark.django_db
 def test_objects_no_row_points_at_are_found_in_the_bucket_listing_and_deleted(
     s3_storage, fmu_paths
@@ -491,7 +484,9 @@ def test_objects_no_row_points_at_are_found_in_the_bucket_listing_and_deleted(
     from django.utils import timezone
 
     owner = UserFactory()
-    model = Model.objects.get(pk=upload(client_for(owner), fmu_paths["bouncing_ball"]).json()["id"])
+    model = Model.objects.get(
+        pk=uploaded_model_id(api_client_for(owner), fmu_paths["bouncing_ball"])
+    )
     orphans = [f"fmus/cd/{'cd' * 32}.fmu", "results/00000000-0000-0000-0000-00000000000a.npy"]
     for name in orphans:
         default_storage.save(name, ContentFile(b"left behind"))

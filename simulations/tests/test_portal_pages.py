@@ -1,9 +1,7 @@
 """The portal's model and run pages, as a signed-in engineer uses them in a browser."""
 
-import hashlib
 import json
 import re
-from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -15,36 +13,15 @@ from billing.services import PaymentRequired
 from simulations import services
 from simulations.forms import SimulationRunForm
 from simulations.models import Model, Simulation, SimulationStatus
+from simulations.tests.factories import upload_model
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def engineer():
-    return UserFactory()
-
-
-@pytest.fixture
-def browser(engineer) -> Client:
-    client = Client()
-    client.force_login(engineer)
-    return client
-
-
-@pytest.fixture
-def bouncing_ball(engineer, fmu_paths) -> Model:
-    return upload_as(engineer, fmu_paths["bouncing_ball"])
-
-
-def upload_as(owner, path: Path) -> Model:
-    data = path.read_bytes()
-    return services.model_upload(
-        owner=owner,
-        file_path=path,
-        file_name=path.name,
-        sha256=hashlib.sha256(data).hexdigest(),
-        size=len(data),
-    )
+def engineer(user):
+    """The signed-in engineer: `browser` is logged in as them, `bouncing_ball` is theirs."""
+    return user
 
 
 def queue_run(owner, model: Model, **request) -> Simulation:
@@ -76,7 +53,7 @@ def test_visitors_who_are_not_signed_in_are_sent_to_log_in():
 
 def test_another_accounts_model_and_run_pages_are_not_found(browser, fmu_paths):
     stranger = UserFactory()
-    their_model = upload_as(stranger, fmu_paths["bouncing_ball"])
+    their_model = upload_model(stranger, fmu_paths["bouncing_ball"])
     their_run = queue_run(stranger, their_model)
 
     for url in (

@@ -15,13 +15,13 @@ from django.core.files.storage import default_storage
 from django.test import Client
 from django.utils import timezone
 
-from accounts.tests.clients import client_for
 from accounts.tests.factories import UserFactory
 from core import storage
 from simulations import services, tasks
 from simulations.models import Model, Simulation, SimulationStatus
 from simulations.services import retention
-from simulations.tests.test_result_streaming import stored_result
+from simulations.tests.factories import run_with_result
+from testing.api import api_client_for, uploaded_model_id
 
 pytestmark = pytest.mark.django_db
 
@@ -30,17 +30,14 @@ SIMULATIONS_URL = "/api/v1/simulations"
 
 def finished_run(owner, *, days_ago: float) -> Simulation:
     """A succeeded run with a small stored result, finished `days_ago` days ago."""
-    simulation = stored_result(owner, 10)
+    simulation = run_with_result(owner, 10)
     simulation.finished_at = timezone.now() - timedelta(days=days_ago)
     simulation.save(update_fields=["finished_at"])
     return simulation
 
 
 def uploaded_model(owner, fmu_path) -> Model:
-    with fmu_path.open("rb") as handle:
-        response = client_for(owner).post("/api/v1/models", {"file": handle}, format="multipart")
-    assert response.status_code == 201, response.content
-    return Model.objects.get(pk=response.json()["id"])
+    return Model.objects.get(pk=uploaded_model_id(api_client_for(owner), fmu_path))
 
 
 # --- results --------------------------------------------------------------------------------------
@@ -59,7 +56,7 @@ def test_results_older_than_the_retention_are_deleted_and_the_run_says_so():
     assert old.result_name == "" and old.result_deleted_at is not None
     assert old.status == SimulationStatus.SUCCEEDED  # the run itself stays, for history
 
-    client = client_for(owner)
+    client = api_client_for(owner)
     body = client.get(f"{SIMULATIONS_URL}/{old.pk}").json()
     assert body["result_url"] is None
     assert body["result_expires_at"] is not None
@@ -72,7 +69,7 @@ def test_results_older_than_the_retention_are_deleted_and_the_run_says_so():
 def test_a_kept_result_says_when_it_will_be_deleted():
     owner = UserFactory()
     run = finished_run(owner, days_ago=2)
-    body = client_for(owner).get(f"{SIMULATIONS_URL}/{run.pk}").json()
+    body = api_client_for(owner).get(f"{SIMULATIONS_URL}/{run.pk}").json()
     expected = run.finished_at + timedelta(days=30)
     assert body["result_expires_at"] == expected.isoformat().replace("+00:00", "Z")
     assert body["result_url"]
@@ -119,7 +116,7 @@ def test_a_result_whose_delete_failed_is_not_served_and_is_deleted_next_time(mon
     run.refresh_from_db()
     assert run.result_deleted_at is not None and run.result_name == name
     assert default_storage.exists(name)
-    response = client_for(owner).get(f"{SIMULATIONS_URL}/{run.pk}/result")
+    response = api_client_for(owner).get(f"{SIMULATIONS_URL}/{run.pk}/result")
     assert response.status_code == 410
 
     monkeypatch.undo()
@@ -239,7 +236,7 @@ def backdate(name: str, hours: float) -> None:
 def test_stored_files_no_row_points_at_are_deleted_after_the_grace_period(fmu_paths):
     owner = UserFactory()
     model = uploaded_model(owner, fmu_paths["bouncing_ball"])
-    kept_result = stored_result(owner, 10)
+    kept_result = run_with_result(owner, 10)
     orphaned_fmu = f"fmus/ab/{'ab' * 32}.fmu"
     orphaned_result = "results/00000000-0000-0000-0000-000000000001.npy"
     recent_orphan = "results/00000000-0000-0000-0000-000000000002.npy"

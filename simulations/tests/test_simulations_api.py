@@ -8,25 +8,14 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from accounts.tests.clients import client_for
 from accounts.tests.factories import UserFactory
 from simulations import services
 from simulations.models import Simulation, SimulationStatus
+from testing.api import api_client_for, start_run, uploaded_model_id
 
 pytestmark = pytest.mark.django_db
 
 SIMULATIONS_URL = "/api/v1/simulations"
-
-
-def upload_model(client: APIClient, path) -> str:
-    with path.open("rb") as handle:
-        response = client.post("/api/v1/models", {"file": handle}, format="multipart")
-    assert response.status_code == 201, response.content
-    return response.json()["id"]
-
-
-def start_run(client: APIClient, body: dict, **headers):
-    return client.post(SIMULATIONS_URL, body, format="json", **headers)
 
 
 def run_to_completion(client: APIClient, body: dict) -> dict:
@@ -65,7 +54,7 @@ def assert_same_as_fmpy(header, table, reference) -> None:
     ],
 )
 def test_results_equal_fmpy_called_directly(api_client, fmu_paths, fmu_name, fmi_type):
-    model_id = upload_model(api_client, fmu_paths[fmu_name])
+    model_id = uploaded_model_id(api_client, fmu_paths[fmu_name])
     body = {
         "model": model_id,
         "fmi_type": fmi_type,
@@ -89,7 +78,7 @@ def test_results_equal_fmpy_called_directly(api_client, fmu_paths, fmu_name, fmi
 
 
 def test_inputs_and_parameters_equal_fmpy(api_client, fmu_paths):
-    model_id = upload_model(api_client, fmu_paths["inputs_params"])
+    model_id = uploaded_model_id(api_client, fmu_paths["inputs_params"])
     input_table = {"time": [0.0, 1.0, 2.0, 3.0], "u": [0.0, 1.0, 1.0, -2.0]}
     body = {
         "model": model_id,
@@ -122,7 +111,7 @@ def test_inputs_and_parameters_equal_fmpy(api_client, fmu_paths):
 
 
 def test_json_result_has_columns_units_and_data(api_client, fmu_paths):
-    model_id = upload_model(api_client, fmu_paths["bouncing_ball"])
+    model_id = uploaded_model_id(api_client, fmu_paths["bouncing_ball"])
     run = run_to_completion(api_client, {"model": model_id, "stop_time": 1.0})
     response = api_client.get(run["result_url"] + "?format=json&variables=h")
     body = b"".join(response.streaming_content)
@@ -136,7 +125,7 @@ def test_json_result_has_columns_units_and_data(api_client, fmu_paths):
 
 
 def test_unknown_result_variables_are_400(api_client, fmu_paths):
-    model_id = upload_model(api_client, fmu_paths["bouncing_ball"])
+    model_id = uploaded_model_id(api_client, fmu_paths["bouncing_ball"])
     run = run_to_completion(api_client, {"model": model_id, "stop_time": 0.5})
     response = api_client.get(run["result_url"] + "?variables=nope")
     assert response.status_code == 400
@@ -144,7 +133,7 @@ def test_unknown_result_variables_are_400(api_client, fmu_paths):
 
 
 def test_defaults_come_from_the_default_experiment(api_client, fmu_paths):
-    model_id = upload_model(api_client, fmu_paths["bouncing_ball"])
+    model_id = uploaded_model_id(api_client, fmu_paths["bouncing_ball"])
     response = start_run(api_client, {"model": model_id})
     assert response.status_code == 202
     params = response.json()["params"]
@@ -169,7 +158,7 @@ def test_defaults_come_from_the_default_experiment(api_client, fmu_paths):
     ],
 )
 def test_bad_requests_are_400_naming_the_field(api_client, fmu_paths, body, field, words):
-    model_id = upload_model(api_client, fmu_paths["bouncing_ball"])
+    model_id = uploaded_model_id(api_client, fmu_paths["bouncing_ball"])
     response = start_run(api_client, {"model": model_id, **body})
     assert response.status_code == 400, response.content
     assert response["Content-Type"] == "application/problem+json"
@@ -180,16 +169,16 @@ def test_bad_requests_are_400_naming_the_field(api_client, fmu_paths, body, fiel
 
 
 def test_another_accounts_model_cannot_be_run(fmu_paths):
-    owner, stranger = client_for(UserFactory()), client_for(UserFactory())
-    model_id = upload_model(owner, fmu_paths["bouncing_ball"])
+    owner, stranger = api_client_for(UserFactory()), api_client_for(UserFactory())
+    model_id = uploaded_model_id(owner, fmu_paths["bouncing_ball"])
     response = start_run(stranger, {"model": model_id})
     assert response.status_code == 400
     assert "model" in response.json()["errors"]
 
 
 def test_another_accounts_run_and_result_are_404(fmu_paths):
-    owner, stranger = client_for(UserFactory()), client_for(UserFactory())
-    model_id = upload_model(owner, fmu_paths["bouncing_ball"])
+    owner, stranger = api_client_for(UserFactory()), api_client_for(UserFactory())
+    model_id = uploaded_model_id(owner, fmu_paths["bouncing_ball"])
     run = run_to_completion(owner, {"model": model_id, "stop_time": 0.5})
     for response in (
         stranger.get(f"{SIMULATIONS_URL}/{run['id']}"),
@@ -201,7 +190,7 @@ def test_another_accounts_run_and_result_are_404(fmu_paths):
 
 
 def test_same_idempotency_key_same_body_returns_the_same_run(api_client, fmu_paths):
-    model_id = upload_model(api_client, fmu_paths["bouncing_ball"])
+    model_id = uploaded_model_id(api_client, fmu_paths["bouncing_ball"])
     body = {"model": model_id, "stop_time": 1.0}
     first = start_run(api_client, body, HTTP_IDEMPOTENCY_KEY="abc-1").json()
     again = start_run(api_client, body, HTTP_IDEMPOTENCY_KEY="abc-1").json()
@@ -210,7 +199,7 @@ def test_same_idempotency_key_same_body_returns_the_same_run(api_client, fmu_pat
 
 
 def test_same_idempotency_key_other_body_is_409(api_client, fmu_paths):
-    model_id = upload_model(api_client, fmu_paths["bouncing_ball"])
+    model_id = uploaded_model_id(api_client, fmu_paths["bouncing_ball"])
     start_run(api_client, {"model": model_id, "stop_time": 1.0}, HTTP_IDEMPOTENCY_KEY="k")
     response = start_run(
         api_client, {"model": model_id, "stop_time": 2.0}, HTTP_IDEMPOTENCY_KEY="k"
@@ -220,7 +209,7 @@ def test_same_idempotency_key_other_body_is_409(api_client, fmu_paths):
 
 
 def test_cancelling_a_queued_run(api_client, fmu_paths):
-    model_id = upload_model(api_client, fmu_paths["bouncing_ball"])
+    model_id = uploaded_model_id(api_client, fmu_paths["bouncing_ball"])
     run_id = start_run(api_client, {"model": model_id}).json()["id"]
     response = api_client.post(f"{SIMULATIONS_URL}/{run_id}/cancel")
     assert response.status_code == 202
@@ -231,14 +220,14 @@ def test_cancelling_a_queued_run(api_client, fmu_paths):
 
 
 def test_wait_returns_at_once_for_a_finished_run(api_client, fmu_paths):
-    model_id = upload_model(api_client, fmu_paths["bouncing_ball"])
+    model_id = uploaded_model_id(api_client, fmu_paths["bouncing_ball"])
     run = run_to_completion(api_client, {"model": model_id, "stop_time": 0.5})
     response = api_client.get(f"{SIMULATIONS_URL}/{run['id']}?wait=30")
     assert response.json()["status"] == "succeeded"
 
 
 def test_a_run_whose_worker_died_is_failed_after_its_lease(api_client, fmu_paths):
-    model_id = upload_model(api_client, fmu_paths["bouncing_ball"])
+    model_id = uploaded_model_id(api_client, fmu_paths["bouncing_ball"])
     run_id = start_run(api_client, {"model": model_id}).json()["id"]
     Simulation.objects.filter(pk=run_id).update(
         status=SimulationStatus.RUNNING,
@@ -253,7 +242,7 @@ def test_a_run_whose_worker_died_is_failed_after_its_lease(api_client, fmu_paths
 
 
 def test_a_running_run_within_its_lease_is_left_alone(api_client, fmu_paths):
-    model_id = upload_model(api_client, fmu_paths["bouncing_ball"])
+    model_id = uploaded_model_id(api_client, fmu_paths["bouncing_ball"])
     run_id = start_run(api_client, {"model": model_id}).json()["id"]
     Simulation.objects.filter(pk=run_id).update(
         status=SimulationStatus.RUNNING, lease_expires_at=timezone.now() + timedelta(seconds=30)

@@ -9,32 +9,22 @@ from concurrent.futures import ThreadPoolExecutor
 import fmpy
 import numpy as np
 import pytest
-import requests
 
-from accounts.services import api_key_create
 from accounts.tests.factories import UserFactory
+from fmugateway.tests.live_server import WORKER_SECRET_NAME, WORKER_SECRET_VALUE
+from testing.api import http_session, upload_over_http, wait_for_run
 
-WORKER_SECRET_NAME = "FMUGW_WORKER_SECRET"
-WORKER_SECRET_VALUE = "s3cr3t-only-the-worker-knows-7d1f"
+pytestmark = pytest.mark.live
 
 
 @pytest.fixture
-def gateway(live_servers, live_workers, redis_broker_url):
-    (server,) = live_servers(1, CELERY_BROKER_URL=redis_broker_url)
-    worker = live_workers(
-        concurrency=2,
-        CELERY_BROKER_URL=redis_broker_url,
-        **{WORKER_SECRET_NAME: WORKER_SECRET_VALUE},
-    )
-    _key, plaintext = api_key_create(user=UserFactory())
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {plaintext}"
-    return server, worker, session
+def gateway(shared_gateway):
+    """Web + worker (concurrency 2; WORKER_SECRET_NAME in its environment alone)."""
+    return shared_gateway.server, shared_gateway.worker, http_session(UserFactory())
 
 
 def upload(server, session, path) -> str:
-    with path.open("rb") as handle:
-        response = session.post(f"{server.url}/api/v1/models", files={"file": handle}, timeout=30)
+    response = upload_over_http(server.url, path, session=session)
     assert response.status_code == 201, response.text
     return response.json()["id"]
 
@@ -46,12 +36,7 @@ def submit(server, session, body: dict) -> str:
 
 
 def wait_for(server, session, run_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = session.get(f"{server.url}/api/v1/simulations/{run_id}?wait=10", timeout=30).json()
-        if run["status"] not in ("queued", "running"):
-            return run
-    raise AssertionError(f"run {run_id} did not finish within {timeout} s")
+    return wait_for_run(server.url, run_id, session=session, timeout=timeout)
 
 
 def result_table(server, session, run: dict) -> np.ndarray:
