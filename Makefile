@@ -11,6 +11,12 @@ VAR_DIR_ABS := $(CURDIR)/var
 # What the test suite talks to (started by `make services` when down).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/fmugateway
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+# Test processes (pytest-xdist). Each takes a database test_<name>_gwN (kept between runs,
+# --reuse-db) and three Redis databases counted down from TEST_REDIS_URL's (conftest.py):
+# at most 5 processes from /15.
+TEST_PROCESSES ?= 2
+# `make test-fast` runs on a database of its own, so that it can run beside `make test`.
+TEST_FAST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/fmugateway_fast
 # What mypy checks (configured in pyproject.toml): the whole project, the engine and
 # billing strictly, the rest at mypy's default level.
 # It runs with an empty environment: django-stubs imports the settings, which must be
@@ -18,7 +24,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 MYPY_TARGETS ?= fmuengine core fmugateway accounts billing simulations bench \
 	client/src client/tests conftest.py manage.py
 
-.PHONY: run serve install install-dev lock system-packages services test lint format bench clean
+.PHONY: run serve install install-dev lock system-packages services test test-fast lint format bench clean
 
 $(VENV)/.runtime-installed: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -89,9 +95,25 @@ test: install-dev system-packages services
 	env -i PATH="$$PATH" $(VENV)/bin/mypy $(MYPY_TARGETS)
 	DATABASE_URL=$(TEST_DATABASE_URL) TEST_REDIS_URL=$(TEST_REDIS_URL) \
 	SECRET_KEY=test-only-secret-key-not-for-production VAR_DIR=$(CURDIR)/var/test \
-	$(PY) -m pytest --basetemp=$(CURDIR)/var/test/pytest-tmp $(PYTEST_ARGS); status=$$?; \
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist worksteal \
+		--basetemp=$(CURDIR)/var/test/pytest-tmp $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing on purpose." >&2; exit 1; fi; \
 	exit $$status
+
+## test-fast: the inner loop, in about a minute: the tests that need no root, no live
+## server (gunicorn, Celery) and no browser (pytest -m "not sandbox and not live and not
+## browser"; the fake Stripe and moto's S3 run inside the test processes). As any user,
+## no apt-get; it needs PostgreSQL and Redis running (`make services` starts them). Models
+## run in the sandbox at the isolation this user gets (user namespaces when not root).
+test-fast: install-dev
+	@mkdir -p $(CURDIR)/var/test-fast
+	DATABASE_URL=$(TEST_FAST_DATABASE_URL) TEST_REDIS_URL=$(TEST_REDIS_URL) \
+	SECRET_KEY=test-only-secret-key-not-for-production VAR_DIR=$(CURDIR)/var/test-fast \
+	SANDBOX_REQUIRED_ISOLATION=none \
+	SANDBOX_RUN_ROOT=/tmp/fmu-gateway-sandbox$$([ $$(id -u) = 0 ] || echo -$$(id -u)) \
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist worksteal \
+		-m "not sandbox and not live and not browser" \
+		--basetemp=$(CURDIR)/var/test-fast/pytest-tmp $(PYTEST_ARGS)
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

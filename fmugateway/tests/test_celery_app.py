@@ -22,6 +22,9 @@ def test_a_worker_keeps_its_database_connection_from_task_to_task():
     # The fixup a worker installs, given the same signals a worker sends around tasks.
     fixup = DjangoWorkerFixup(celery_app)
     task = FakeTask()
+    # A connection of its own, younger than CONN_MAX_AGE: one this test process opened
+    # earlier (tests run in any order, in parallel processes) may be due for closing.
+    connection.close()
     connection.ensure_connection()
     first_connection = connection.connection
 
