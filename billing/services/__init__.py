@@ -1,6 +1,6 @@
 """Writes about money: paying for runs, Checkout, fulfilment, refunds and operator actions.
 
-Rules (DESIGN.md section 4):
+Rules:
 - A run is paid from credit first, else by a payment token, else the caller gets a 402
   with a Stripe Checkout link. Charging happens inside the run's own transaction, so a
   run that is not created is not charged.

@@ -48,7 +48,7 @@ def test_a_run_is_paid_on_checkout_and_retried_with_the_token(
     assert quote["token_ttl_seconds"] == 1800
     assert not Simulation.objects.exists()
 
-    # The Checkout Session is what DESIGN.md section 4 asks for.
+    # The Checkout Session: one payment of the run price, tied to this Payment.
     payment = Payment.objects.get(pk=quote["id"])
     session = fake.session_view(payment.stripe_checkout_session_id)
     assert session["mode"] == "payment"
