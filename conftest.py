@@ -51,6 +51,31 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError("tests without their marker:\n  " + "\n  ".join(unmarked))
 
 
+# --- the test database --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(
+    request,
+    django_db_modify_db_settings_parallel_suffix,
+    django_db_keepdb,
+    django_db_createdb,
+    django_db_blocker,
+):
+    """An xdist worker whose database does not exist yet copies it from a template that
+    is migrated once (testing/database.py), instead of migrating its own: with --reuse-db
+    (the default here) and PostgreSQL; --create-db migrates from scratch as usual."""
+    from django.db import connection
+
+    from testing.database import copy_from_template
+
+    in_xdist_worker = hasattr(request.config, "workerinput")
+    reused = django_db_keepdb and not django_db_createdb
+    if in_xdist_worker and reused and connection.vendor == "postgresql":
+        with django_db_blocker.unblock():
+            copy_from_template(connection)
+
+
 # --- test FMUs, static files, media ---------------------------------------------------------------
 
 
@@ -62,16 +87,11 @@ def fmu_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return build_all(tmp_path_factory.mktemp("fmus"))
 
 
-@pytest.fixture(scope="session", autouse=True)
-def collected_static():
+def pytest_sessionstart(session):
     """Pages use whitenoise's manifest storage, which needs an up-to-date collectstatic.
-    STATIC_ROOT is shared by the xdist workers: one collects at a time."""
-    import fcntl
-
-    from django.conf import settings
-
-    with open(Path(settings.VAR_DIR) / ".collectstatic.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    Collected once, by the main process, before any xdist worker starts: STATIC_ROOT is
+    theirs to read (a collectstatic rewrites files while whitenoise lists them)."""
+    if not hasattr(session.config, "workerinput"):
         call_command("collectstatic", "--noinput", verbosity=0)
 
 

@@ -19,6 +19,8 @@ Helpers:
                             over HTTP to a live server (requests)
     testing/processes.py    a process's peak memory while something runs
     testing/deployment.py   fly.toml as the tests read it
+    testing/database.py     xdist workers' test databases, copied from a template
+                            migrated once
     fmugateway/tests/live_server.py, fmugateway/tests/s3_server.py,
     billing/tests/fake_stripe.py    the real servers the live tests start
 
