@@ -225,7 +225,7 @@ def own_redis_url(slot: int = 0) -> str:
 
 @pytest.fixture
 def redis_broker_url():
-    """This test process's Redis database for a test's own queue (test_redis_url), emptied."""
+    """This test process's Redis database for a test's own queue (own_redis_url), emptied."""
     import redis
 
     url = own_redis_url()
@@ -296,7 +296,7 @@ def shared_processes(django_db_setup, tmp_path_factory):
 
 
 @dataclass
-class Gateway:
+class SharedGateway:
     """A shared web process and the worker that takes its runs."""
 
     server: LiveServer
@@ -307,7 +307,14 @@ class Gateway:
         return self.server.url
 
 
-def _shared_gateway(processes: SharedProcesses, *, name: str, slot: int, **environment):
+def _shared_gateway(
+    processes: SharedProcesses,
+    *,
+    name: str,
+    slot: int,
+    environment: dict[str, str],
+    worker_only: dict[str, str] | None = None,
+) -> SharedGateway:
     import redis
 
     from simulations.models import WorkerStatus
@@ -324,6 +331,7 @@ def _shared_gateway(processes: SharedProcesses, *, name: str, slot: int, **envir
         SANDBOX_CHECK_INTERVAL_SECONDS="86400",
         **broker,
         **environment,
+        **(worker_only or {}),
     )
     if starting:  # its start-up report lands in this test's database, emptied after it
         deadline = time.monotonic() + 30
@@ -331,7 +339,7 @@ def _shared_gateway(processes: SharedProcesses, *, name: str, slot: int, **envir
             assert time.monotonic() < deadline, f"{node} recorded no status:\n{worker.log()}"
             time.sleep(0.1)
     (server,) = processes.servers(1, **broker, **environment)
-    return Gateway(server=server, worker=worker)
+    return SharedGateway(server=server, worker=worker)
 
 
 @pytest.fixture
@@ -342,12 +350,16 @@ def shared_web(shared_processes, transactional_db, settings):
 
 
 @pytest.fixture
-def shared_gateway(shared_processes, transactional_db, settings) -> Gateway:
+def shared_gateway(shared_processes, transactional_db, settings) -> SharedGateway:
     """A gunicorn process and a Celery worker (concurrency 2) on Redis, billing off. The
     worker alone has WORKER_SECRET_NAME in its environment."""
     settings.MEDIA_ROOT = shared_processes.media_root
     return _shared_gateway(
-        shared_processes, name="gateway", slot=1, **{WORKER_SECRET_NAME: WORKER_SECRET_VALUE}
+        shared_processes,
+        name="gateway",
+        slot=1,
+        environment={},
+        worker_only={WORKER_SECRET_NAME: WORKER_SECRET_VALUE},
     )
 
 
@@ -366,7 +378,9 @@ def shared_billing_web(shared_processes, transactional_db, settings, billing_env
 @pytest.fixture
 def shared_billing_gateway(
     shared_processes, transactional_db, settings, billing_environment
-) -> Gateway:
+) -> SharedGateway:
     """A gunicorn process and a Celery worker (concurrency 2) on Redis, billing on."""
     settings.MEDIA_ROOT = shared_processes.media_root
-    return _shared_gateway(shared_processes, name="billing", slot=2, **billing_environment)
+    return _shared_gateway(
+        shared_processes, name="billing", slot=2, environment=billing_environment
+    )

@@ -18,6 +18,7 @@ Helpers:
     testing/api.py          API clients and requests: in-process (DRF's APIClient) and
                             over HTTP to a live server (requests)
     testing/processes.py    a process's peak memory while something runs
+    testing/faults.py       the platform failing, to monkeypatch in
     testing/deployment.py   fly.toml as the tests read it
     testing/database.py     xdist workers' test databases, copied from a template
                             migrated once
@@ -30,5 +31,7 @@ so their helpers live under fmuengine/tests/ (sandbox_runs.py), not here.
 
 Markers (pyproject.toml, --strict-markers): sandbox (needs root: namespaces, cgroups),
 live (starts gunicorn / Celery), browser (Chromium), s3 (moto's server), stripe (the fake
-Stripe server). `make test-fast` runs what needs none of root, live servers or Chromium.
+Stripe server). `make test-fast` runs what needs none of root, live servers or Chromium,
+as any user, on PostgreSQL (dj-stripe's tables exist only there) and Redis; `make test`
+runs everything, in two processes (pytest-xdist).
 """

@@ -15,6 +15,7 @@ from simulations import services as simulation_services
 from simulations.models import Simulation, SimulationStatus
 from simulations.tests.factories import upload_model
 from testing.api import run_request
+from testing.faults import sandbox_cannot_start
 
 pytestmark = pytest.mark.django_db
 
@@ -60,9 +61,6 @@ def test_a_credit_pack_bought_on_checkout_pays_for_runs_and_a_platform_fault_ref
     charge = LedgerEntry.objects.get(kind=LedgerKind.CHARGE)
     assert (charge.runs, str(charge.simulation_id)) == (-1, run["id"])
     assert credit_balance(user=user) == 9
-
-    def sandbox_cannot_start(**_kwargs):
-        raise OSError("no sandbox today")
 
     monkeypatch.setattr(runner, "run_simulation", sandbox_cannot_start)
     failed = simulation_services.simulation_execute(simulation_id=run["id"])
@@ -128,9 +126,6 @@ def test_a_token_run_that_fails_through_our_fault_becomes_a_credit(
     run = api_client.post(
         SIMULATIONS_URL, run_request(bouncing_ball), format="json", HTTP_PAYMENT_TOKEN=payment.token
     ).json()
-
-    def sandbox_cannot_start(**_kwargs):
-        raise OSError("no sandbox today")
 
     monkeypatch.setattr(runner, "run_simulation", sandbox_cannot_start)
     simulation_services.simulation_execute(simulation_id=run["id"])

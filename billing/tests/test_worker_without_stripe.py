@@ -28,6 +28,7 @@ from simulations.models import Simulation, SimulationStatus
 from simulations.workers import consumes_default_queue
 from testing.api import run_request
 from testing.deployment import fly_config
+from testing.faults import sandbox_cannot_start
 
 pytestmark = pytest.mark.django_db
 
@@ -62,10 +63,6 @@ def _no_stripe_on_a_worker(name):
         raise AssertionError(f"the simulation worker called Stripe ({name})")
 
     return call
-
-
-def sandbox_cannot_start(**_kwargs):
-    raise OSError("no sandbox today")
 
 
 @pytest.mark.stripe
