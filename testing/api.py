@@ -14,11 +14,11 @@ SIMULATIONS_URL = "/api/v1/simulations"
 
 
 def new_api_key(user) -> str:
-    """A new key for `user`; its plaintext."""
-    from accounts.services import api_key_create
+    """A new key for `user` (made by the service, accounts/tests/factories.py); its plaintext."""
+    from accounts.tests.factories import ApiKeyFactory
 
-    _api_key, plaintext = api_key_create(user=user)
-    return plaintext
+    api_key = ApiKeyFactory(user=user)
+    return api_key.plaintext  # type: ignore[attr-defined]  # set by the factory, not a field
 
 
 def bearer_headers(user) -> dict[str, str]:
