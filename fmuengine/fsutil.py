@@ -132,7 +132,11 @@ def copy_tree_out(
     try:
         while stack:
             fd, target, depth = stack.pop()
+            target_fd = -1
             try:
+                # Once per dir: readable by the runs' uids whatever the umask.
+                target_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+                os.chmod(target_fd, 0o755)  # noqa: S103  mounted read-only for runs
                 for entry in os.scandir(fd):
                     entries += 1
                     if entries > max_entries:
@@ -153,18 +157,15 @@ def copy_tree_out(
                         total += size
                         if total > max_bytes:
                             raise ValueError("too large")
-                        target_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
-                        try:
-                            os.chmod(target_fd, 0o755)  # noqa: S103  read-only mount for runs
-                            if copy_file_out(fd, entry.name, target_fd, max_bytes=size) != "copied":
-                                raise ValueError(f"cannot copy {entry.name!r}")
-                            os.chmod(entry.name, 0o644, dir_fd=target_fd)
-                        finally:
-                            os.close(target_fd)
+                        if copy_file_out(fd, entry.name, target_fd, max_bytes=size) != "copied":
+                            raise ValueError(f"cannot copy {entry.name!r}")
+                        os.chmod(entry.name, 0o644, dir_fd=target_fd)
                     else:
                         raise ValueError(f"not a plain file or dir: {entry.name!r}")
             finally:
                 os.close(fd)
+                if target_fd >= 0:
+                    os.close(target_fd)
     except BaseException:
         for fd, _target, _depth in stack:
             with contextlib.suppress(OSError):

@@ -170,6 +170,29 @@ def _free_disk_bytes() -> int:
     return info.f_bavail * info.f_frsize
 
 
+def _refusal(connection: SandboxConnection) -> str:
+    """Why no run may start on this connection's sandbox ("" when one may): below the
+    required isolation, or less free disk under the run root than the threshold."""
+    required = ISOLATION_LEVELS.get(_settings.required_isolation, frozenset())
+    lacking = {name: why for name, why in connection.missing.items() if name in required}
+    if lacking:
+        reasons = "; ".join(f"{name}: {why}" for name, why in sorted(lacking.items()))
+        return (
+            f"the sandbox isolation is below the required level "
+            f"'{_settings.required_isolation}' ({reasons})"
+        )
+    try:
+        free = _free_disk_bytes()
+    except OSError as error:
+        return f"run root: {error}"
+    if free < _settings.min_free_disk_bytes:
+        return (
+            f"only {free >> 20} MiB free under {_settings.run_root} "
+            f"(at least {_settings.min_free_disk_bytes >> 20} MiB needed)"
+        )
+    return ""
+
+
 def sandbox_status() -> SandboxStatus:
     """Ready when a sandbox answers with at least the required isolation and the run
     root has the free disk the threshold asks for."""
@@ -178,26 +201,8 @@ def sandbox_status() -> SandboxStatus:
     except SandboxUnavailable as error:
         return SandboxStatus(False, "unavailable", {}, str(error))
     connection_pool.give_back(connection)
-    required = ISOLATION_LEVELS.get(_settings.required_isolation, frozenset())
-    lacking = {name: why for name, why in connection.missing.items() if name in required}
-    if lacking:
-        reasons = "; ".join(f"{name}: {why}" for name, why in sorted(lacking.items()))
-        reason = (
-            f"the sandbox isolation is below the required level "
-            f"'{_settings.required_isolation}' ({reasons})"
-        )
-        return SandboxStatus(False, connection.isolation, connection.missing, reason)
-    try:
-        free = _free_disk_bytes()
-    except OSError as error:
-        return SandboxStatus(False, connection.isolation, connection.missing, f"run root: {error}")
-    if free < _settings.min_free_disk_bytes:
-        reason = (
-            f"only {free >> 20} MiB free under {_settings.run_root} "
-            f"(at least {_settings.min_free_disk_bytes >> 20} MiB needed)"
-        )
-        return SandboxStatus(False, connection.isolation, connection.missing, reason)
-    return SandboxStatus(True, connection.isolation, connection.missing, "")
+    reason = _refusal(connection)
+    return SandboxStatus(not reason, connection.isolation, connection.missing, reason)
 
 
 def isolation_level() -> str:
@@ -429,13 +434,17 @@ def run_simulation(
     slot: _Slot | None = None
     keep_run_dir = False
     try:
-        status = sandbox_status()
-        if not status.ready:
-            logger.error("no run started: %s", status.reason)
+        # The connection the run will use is the one checked (one pool round trip).
+        try:
+            connection = connection_pool.take()
+            refusal = _refusal(connection)
+        except SandboxUnavailable as error:
+            refusal = str(error)
+        if refusal or connection is None:
+            logger.error("no run started: %s", refusal)
             message = "The sandbox is not available on this worker; the run was not started."
             return outcome(PLATFORM_ERROR, RunErrorCode.SANDBOX_FAILED, message)
         slot = _Slot()
-        connection = connection_pool.take()
         run_id = run_dir.path.name
         command = RunCommand(
             run_id=run_id,

@@ -76,11 +76,6 @@ SYSTEM_LINKS_OR_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 SYSTEM_FILES = ("/etc/ld.so.cache",)
 DEVICE_NODES = ("null", "zero", "full", "random", "urandom")
 
-ISOLATION_NAMESPACES = "namespaces"
-ISOLATION_USER_NAMESPACES = "user-namespaces"
-ISOLATION_SETUID = "setuid"
-ISOLATION_NONE = "none"
-
 _libc = ctypes.CDLL(None, use_errno=True)
 
 

@@ -341,9 +341,7 @@ class SandboxServer:
             spare.kill()
             spare.close()
             raise
-        for fd in (spare.request_fd, spare.job_fd):
-            os.close(fd)
-        spare.request_fd = spare.job_fd = -1
+        spare.close_job_pipes()
 
     def prepare_spare(self) -> None:
         """Fork the next job's processes ahead, so that a run waits for no fork,
@@ -361,9 +359,7 @@ class SandboxServer:
         spare, self.spare = self.spare, None
         if spare is None:
             return
-        for fd in (spare.request_fd, spare.job_fd):
-            os.close(fd)
-        spare.request_fd = spare.job_fd = -1
+        spare.close_job_pipes()
         if spare.pidfd >= 0:
             select.select([spare.pidfd], [], [], 1.0)
         spare.kill()

@@ -53,6 +53,14 @@ class SpareProcesses:
                     os.close(fd)
         self.status_fd = self.progress_fd = self.request_fd = self.job_fd = self.pidfd = -1
 
+    def close_job_pipes(self) -> None:
+        """Close the server's ends of the job pipes (after handing the job over, or to
+        tell an unneeded spare to end)."""
+        for fd in (self.request_fd, self.job_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.request_fd = self.job_fd = -1
+
     def kill(self) -> None:
         if self.pidfd >= 0:
             with contextlib.suppress(ProcessLookupError, OSError):
