@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from fmuengine.sandbox_client import PROJECT_ROOT
+from fmuengine.tests.unprivileged import unprivileged_prefix
 
 WORKER_UID = 65534  # nobody: any unprivileged uid
 pytestmark = [
@@ -101,25 +102,10 @@ def test_a_non_root_worker_runs_a_model_through_the_root_daemon(daemon, fmu_path
     shutil.copyfile(fmu_paths["bouncing_ball"], fmu)
     os.chmod(fmu, 0o644)
 
-    worker = subprocess.run(
-        [
-            "setpriv",
-            f"--reuid={WORKER_UID}",
-            f"--regid={WORKER_UID}",
-            "--clear-groups",
-            sys.executable,
-            "-c",
-            WORKER_SCRIPT,
-            str(socket_path),
-            str(run_root),
-            str(fmu),
-        ],
-        cwd=PROJECT_ROOT,
-        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(PROJECT_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    with unprivileged_prefix(
+        WORKER_UID, [Path(sys.executable), Path(sys.prefix), PROJECT_ROOT]
+    ) as prefix:
+        worker = _run_worker(prefix, socket_path, run_root, fmu)
 
     assert worker.returncode == 0, worker.stderr
     report = json.loads(worker.stdout.strip().splitlines()[-1])
@@ -142,3 +128,25 @@ def test_the_daemon_holds_no_secret_and_refuses_uids_it_does_not_trust(daemon):
         client.connect(str(socket_path))
         client.settimeout(10)
         assert client.recv(4096) == b""  # closed without a word
+
+
+def _run_worker(
+    prefix: tuple[str, ...], socket_path: Path, run_root: Path, fmu: Path
+) -> subprocess.CompletedProcess[str]:
+    """The worker script as the unprivileged user (see fmuengine/tests/unprivileged.py)."""
+    return subprocess.run(
+        [
+            *prefix,
+            sys.executable,
+            "-c",
+            WORKER_SCRIPT,
+            str(socket_path),
+            str(run_root),
+            str(fmu),
+        ],
+        cwd=PROJECT_ROOT,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(PROJECT_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

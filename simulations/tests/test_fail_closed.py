@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from django.utils import timezone
 
 from accounts.tests.factories import UserFactory
 from fmuengine import runner
+from fmuengine.tests.unprivileged import unprivileged_prefix
 from simulations import services
 from simulations.apps import configure_sandbox
 from simulations.models import Simulation, SimulationStatus, WorkerStatus
@@ -47,65 +47,24 @@ BELOW_FULL = runner.SandboxStatus(
 # --- (a) a real worker below the required isolation ------------------------------------------
 
 
-def _blocked_ancestor(path: Path) -> Path | None:
-    """The first ancestor of `path` that other users cannot traverse, if any."""
-    for parent in reversed(path.parents):
-        if not os.stat(parent).st_mode & stat.S_IXOTH:
-            return parent
-    return None
-
-
 @pytest.fixture
 def as_nobody():
-    """A command prefix that runs the rest as uid/gid 65534, with no groups.
-
-    The interpreter may live in a dir only root can enter (here /root/.pyenv): the prefix
-    then makes, in a mount namespace of the worker's own, a world-traversable view of that
-    dir holding only the interpreter's tree, bound read-only to what it is on the host. The
-    worker, its pool and its sandbox server share that view; nothing else changes. Also
-    returns a dir the unprivileged user owns (its HOME and its sandbox run root).
-    """
+    """A command prefix that runs the rest as uid/gid 65534, with no groups, able to reach
+    the interpreter, the venv and the project even where they lie in dirs only root can
+    enter (see fmuengine/tests/unprivileged.py). Also returns a dir the unprivileged user
+    owns (its HOME and its sandbox run root)."""
     if os.geteuid() != 0:
         pytest.skip("needs root, to start the worker as another user")
     for needed in ("unshare", "setpriv", "mount"):
         if shutil.which(needed) is None:
             pytest.skip(f"needs {needed}")
-    interpreter = Path(sys.executable).resolve()
     project = Path(__file__).resolve().parents[2]
-    if _blocked_ancestor(project) is not None:
-        pytest.skip(f"{project} is not readable by other users")
     own_dir = Path(tempfile.mkdtemp(prefix="fmugw-unprivileged-"))
     os.chown(own_dir, NOBODY, NOBODY)
-    view = Path(tempfile.mkdtemp(prefix="fmugw-view-"))
-    view.chmod(0o755)
-    drop = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"]
-    blocked = _blocked_ancestor(interpreter)
-    if blocked is None:
-        prefix = tuple(drop)
-    else:
-        top = interpreter.relative_to(blocked).parts[0]
-        (view / top).mkdir()
-        script = (
-            'mount --bind "$1" "$2" && mount -o remount,bind,ro "$2" && '
-            'mount --rbind "$3" "$4" && shift 4 && exec "$@"'
-        )
-        prefix = (
-            "unshare",
-            "--mount",
-            "--",
-            "sh",
-            "-c",
-            script,
-            "sh",
-            str(blocked / top),
-            str(view / top),
-            str(view),
-            str(blocked),
-            *drop,
-        )
-    yield prefix, own_dir
+    reachable = [Path(sys.executable), Path(sys.prefix), project]
+    with unprivileged_prefix(NOBODY, reachable) as prefix:
+        yield prefix, own_dir
     shutil.rmtree(own_dir, ignore_errors=True)
-    shutil.rmtree(view, ignore_errors=True)
 
 
 def _wait_for_log(worker, pattern: str, *, count: int = 1, timeout: float = 60) -> list[str]:
