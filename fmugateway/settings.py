@@ -323,7 +323,6 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER")
 # Celery's Django fixup closes the database connection around every task unless this
 # is set; fmugateway/celery.py closes old or broken connections instead, as Django
 # does around requests (CONN_MAX_AGE, CONN_HEALTH_CHECKS).

@@ -1,10 +1,11 @@
 """Celery tasks: thin, idempotent, take ids.
 
-The import rule between tasks and services: tasks import `simulations.services` at the
-top and only call it; services import this module only to enqueue, lazily, inside the
-one function that enqueues after commit (services.runs._enqueue). That single lazy
-import is what breaks the cycle tasks -> services -> tasks; nothing else is imported
-lazily between the two.
+The import rule between tasks and services: tasks import `simulations.services` and
+only call it; services never import tasks: they enqueue by task name
+(`current_app.send_task(RUN_SIMULATION_TASK, ...)` after commit), so the dependency points
+one way, with no lazy import and no exemption in the import contracts. A test pins each
+name to the task registered under it. (send_task ignores CELERY_TASK_ALWAYS_EAGER; no
+test or default relies on eager runs: they run on a real worker or call the service.)
 """
 
 import logging

@@ -7,6 +7,7 @@ import json
 import uuid
 from datetime import timedelta
 
+from celery import current_app
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -26,6 +27,9 @@ from simulations.models import Model, Simulation, SimulationStatus
 from simulations.params import simulation_params
 from simulations.run_errors import refund_due
 from simulations.services.lifecycle import run_cancel_queued, run_cancel_request
+
+# The name simulations.tasks registers run_simulation_task under (a test pins the two).
+RUN_SIMULATION_TASK = "simulations.tasks.run_simulation_task"
 
 # Retention counts idle days: an hour is precise enough, and saves a write per run.
 MODEL_LAST_USED_RESOLUTION = timedelta(hours=1)
@@ -109,10 +113,8 @@ def _model_mark_used(model: Model) -> None:
 
 
 def _enqueue(simulation_id: uuid.UUID) -> None:
-    # The one import of tasks in the services, and lazy: see simulations/tasks.py.
-    from simulations.tasks import run_simulation_task
-
-    run_simulation_task.delay(str(simulation_id))
+    # By name, as every service enqueues (simulations/tasks.py says why); routed as .delay().
+    current_app.send_task(RUN_SIMULATION_TASK, args=[str(simulation_id)])
 
 
 def simulation_cancel(*, simulation: Simulation) -> Simulation:

@@ -208,6 +208,41 @@ def test_same_idempotency_key_other_body_is_409(api_client, fmu_paths):
     assert Simulation.objects.count() == 1
 
 
+def test_a_failed_insert_without_idempotency_key_is_not_answered_with_an_earlier_run(
+    api_client, fmu_paths, monkeypatch
+):
+    """Without a key, an IntegrityError (e.g. the model deleted meanwhile) is the caller's
+    error, not a replay: it once returned the owner's latest keyless run of the same body."""
+    from django.db import IntegrityError
+
+    from simulations.models import Model
+    from simulations.services import runs
+
+    model_id = uploaded_model_id(api_client, fmu_paths["bouncing_ball"])
+    body = {"model": model_id, "stop_time": 1.0}
+    earlier = start_run(api_client, body).json()
+
+    def model_gone(model):
+        raise IntegrityError("insert violates foreign key constraint")
+
+    monkeypatch.setattr(runs, "_model_mark_used", model_gone)
+    with pytest.raises(IntegrityError):
+        runs.simulation_create(
+            owner=api_client.user, model=Model.objects.get(pk=model_id), request={"stop_time": 1.0}
+        )
+    assert list(Simulation.objects.values_list("id", flat=True)) == [
+        Simulation.objects.get(pk=earlier["id"]).pk
+    ]
+
+
+def test_enqueueing_names_the_registered_run_task():
+    """Services enqueue by name, never by import; the name must be the task's."""
+    from simulations.services.runs import RUN_SIMULATION_TASK
+    from simulations.tasks import run_simulation_task
+
+    assert run_simulation_task.name == RUN_SIMULATION_TASK
+
+
 def test_cancelling_a_queued_run(api_client, fmu_paths):
     model_id = uploaded_model_id(api_client, fmu_paths["bouncing_ball"])
     run_id = start_run(api_client, {"model": model_id}).json()["id"]
