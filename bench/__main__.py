@@ -12,8 +12,11 @@ Prints, for a small FMU (the bouncing ball test model, 0..3 s):
 - where the CPU goes per run in the gateway;
 - the worker pool against bare fmpy again for longer runs of the same FMU (0..100 s,
   10,001 rows), to show how the ratio depends on how long a run simulates.
+- a 1,000-case grid study against bare fmpy looping over the same cases in 2 processes
+  (bench/studies.py).
 Targets (issue 4): end-to-end <= 1.3x in-process + 50 ms and below the CLI time;
-throughput >= 0.7x bare.
+throughput >= 0.7x bare. Studies (issue 13): >= 0.8x the careful fmpy loop.
+`python -m bench studies` (or `runs`) measures one part only.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import functools
 import os
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +32,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench import baselines
+from bench import baselines, studies
 from bench.cpu import CpuWindow
 
 BENCH_DATABASE = "fmugateway_bench"
@@ -147,7 +151,7 @@ def worker_pool_throughput(
     return rate
 
 
-def main() -> int:
+def main(parts: frozenset[str] = frozenset({"runs", "studies"})) -> int:
     database_url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/fmugateway")
     database_url = database_url.rsplit("/", 1)[0] + f"/{BENCH_DATABASE}"
     redis_base = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11").rsplit("/", 1)[0]
@@ -198,13 +202,26 @@ def main() -> int:
         gateway = Gateway(server.url, plaintext, fmu)
         for _ in range(4):  # both pool processes start their sandbox server
             gateway.run_and_wait()
-        end_to_end = median_seconds(gateway.run_and_wait, REPEATS_END_TO_END)
-        api_rate = api_throughput(gateway, api_cpu)
-        pool_rate = worker_pool_throughput(gateway, pool_cpu)
-        long_pool_rate = worker_pool_throughput(gateway, CpuWindow(), LONG_RUNS, **LONG_RUN)
+        if "studies" in parts:
+            warm_up = studies.WARM_UP_DESIGN
+            studies.study_through_api(gateway.session, server.url, gateway.model_id, warm_up)
+            study = studies.study_through_api(gateway.session, server.url, gateway.model_id)
+        if "runs" in parts:
+            end_to_end = median_seconds(gateway.run_and_wait, REPEATS_END_TO_END)
+            api_rate = api_throughput(gateway, api_cpu)
+            pool_rate = worker_pool_throughput(gateway, pool_cpu)
+            long_pool_rate = worker_pool_throughput(gateway, CpuWindow(), LONG_RUNS, **LONG_RUN)
     finally:
         worker.stop()
         server.stop()
+
+    if "studies" in parts:
+        cases = studies.grid_cases()
+        careful = studies.loop_rate_in_two_processes(studies.careful_loop, fmu, cases)
+        naive = studies.loop_rate_in_two_processes(studies.naive_loop, fmu, cases)
+        print("\n".join(studies.report_lines(study, careful, naive)))
+    if "runs" not in parts:
+        return 0
 
     bare_rate = baselines.rate_in_two_processes(baselines.simulate_in_process, fmu, BASELINE_RUNS)
     forked_rate = baselines.forked_rate_in_two_processes(fmu, BASELINE_RUNS)
@@ -251,4 +268,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(frozenset(sys.argv[1:]) or frozenset({"runs", "studies"})))
