@@ -354,6 +354,7 @@ BILLING_BEAT_SCHEDULE = {
     "reconcile-payments": {"task": "billing.tasks.reconcile_payments", "schedule": 900.0},
 }
 SIMULATION_PRICE_CENTS = env_int("SIMULATION_PRICE_CENTS", 100)
+STUDY_CASE_PRICE_CENTS = env_int("STUDY_CASE_PRICE_CENTS", 2)  # per case of a study
 SIMULATION_PRICE_CURRENCY = env_str("SIMULATION_PRICE_CURRENCY", "usd")
 PAYMENT_TOKEN_TTL = env_int("PAYMENT_TOKEN_TTL", 30 * 60)
 CHECKOUT_SESSION_TTL = env_int("CHECKOUT_SESSION_TTL", 60 * 60)
@@ -379,6 +380,23 @@ SIMULATION_DISK_BYTES = env_int("SIMULATION_DISK_BYTES", 1024**3)
 # out (its worker died) is failed by the reconciliation task.
 SIMULATION_LEASE_SECONDS = env_int("SIMULATION_LEASE_SECONDS", 60)
 SIMULATION_WAIT_MAX_SECONDS = 30
+
+# --- studies: many cases of one model, paid once (docs/studies.md) ----------------
+# The most cases one study may have, and output points all its cases may record (cases
+# x points per case, estimated from the base request before anything is built).
+STUDY_MAX_CASES = env_int("STUDY_MAX_CASES", 10_000)
+STUDY_MAX_OUTPUT_POINTS = env_int("STUDY_MAX_OUTPUT_POINTS", 50_000_000)
+# A chunk (one task, one sandbox process) takes about this many seconds of cases, sized
+# from the study's finished chunks: short enough that a run waiting on the default queue
+# gets the next free slot within seconds. Its first chunk has STUDY_FIRST_CHUNK_CASES.
+STUDY_CHUNK_SECONDS = float(env_str("STUDY_CHUNK_SECONDS") or 2.0)
+STUDY_FIRST_CHUNK_CASES = env_int("STUDY_FIRST_CHUNK_CASES", 8)
+STUDY_MAX_CHUNK_CASES = env_int("STUDY_MAX_CHUNK_CASES", 500)
+# Chunks of one study that may run at once (tickets queued; each queues its successor).
+STUDY_PARALLEL_CHUNKS = env_int("STUDY_PARALLEL_CHUNKS", 8)
+# A chunk whose worker stopped renewing its lease puts its cases back in the queue, at
+# most this many times per case; then they fail as worker_lost (refunded).
+STUDY_CASE_MAX_ATTEMPTS = env_int("STUDY_CASE_MAX_ATTEMPTS", 3)
 
 # --- the sandbox: a worker takes no run below the required isolation (fail closed) ----
 # "full": namespaces, a uid per run, cgroups, a disk quota, seccomp and rlimits, all of
