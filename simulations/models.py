@@ -337,6 +337,9 @@ class StudyCase(models.Model):
     result_rows = models.PositiveIntegerField(null=True, blank=True)
     cpu_seconds = models.FloatField(null=True, blank=True)
     wall_seconds = models.FloatField(null=True, blank=True)
+    # Chunks that claimed it: a case whose chunks' workers keep dying is failed, not
+    # requeued forever (STUDY_CASE_MAX_ATTEMPTS).
+    attempts = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["study", "index"]
