@@ -27,7 +27,6 @@ parameters). Boolean parameters can only be listed (grid or cases), never sample
 
 from __future__ import annotations
 
-import difflib
 import enum
 import itertools
 import math
@@ -40,7 +39,7 @@ import numpy as np
 
 from fmuengine.inspection import FMUSummary, VariableInfo, settable_variable_names
 from simulations.studies import sampling
-from simulations.studies.errors import InvalidStudyRequest
+from simulations.studies.errors import InvalidStudyRequest, close_hint
 
 if TYPE_CHECKING:
     from simulations.models import Model
@@ -190,7 +189,7 @@ def _parse(spec: Mapping[str, Any]) -> _Parsed:
     except ValueError:
         choices = ", ".join(kind.value for kind in DesignKind)
         message = f"The kind must be one of {choices}, not {spec.get('kind')!r}."
-        hint = _hint(spec.get("kind"), DesignKind)
+        hint = close_hint(spec.get("kind"), DesignKind)
         raise InvalidStudyRequest({"design.kind": [message + hint]}) from None
     _refuse_unknown_keys(spec, _DESIGN_KEYS[kind], "design", errors)
     parsed = _Parsed(kind=kind, order=[], count=0, parameters={}, cases=[])
@@ -308,7 +307,7 @@ def _parse_distribution(
     except ValueError:
         choices = ", ".join(distribution.value for distribution in Distribution)
         name = box.get("distribution")
-        hint = _hint(name, Distribution)
+        hint = close_hint(name, Distribution)
         _add(errors, f"{where}.distribution", f"Choose one of {choices}, not {name!r}.{hint}")
         return {}
     _refuse_unknown_keys(box, _DISTRIBUTION_KEYS[distribution], where, errors)
@@ -346,7 +345,7 @@ def _check_variables(
         where = "design.cases" if parsed.kind is DesignKind.CASES else f"design.parameters.{name}"
         variable = variables.get(name)
         if variable is None:
-            hint = _hint(name, variables)
+            hint = close_hint(name, variables)
             _add(
                 errors,
                 where,
@@ -610,15 +609,7 @@ def _refuse_unknown_keys(
     for key in box:
         if key not in allowed:
             message = f"Unknown field {key!r}; this object takes {_names(allowed)}."
-            _add(errors, f"{where}.{key}", message + _hint(key, allowed))
-
-
-def _hint(name: Any, choices: Any) -> str:
-    """' Did you mean ...?' when a choice is close to ``name`` (difflib), else ''."""
-    if not isinstance(name, str):
-        return ""
-    close = difflib.get_close_matches(name, [str(choice) for choice in choices], n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
+            _add(errors, f"{where}.{key}", message + close_hint(key, allowed))
 
 
 def _names(names: Sequence[str]) -> str:
