@@ -7,12 +7,15 @@ both sides must agree on lives here and nowhere else. Messages are JSON objects,
 per line.
 
 Runner -> server:
-    {"op": "run", "run_id", "run_dir", "uid", "gid", "model_key", "limits": {...}}
+    {"op": "run", "run_id", "run_dir", "uid", "gid", "model_key", "limits": {...},
+     "first_case", "case_count"}                   the last two for a batch only
     {"op": "cancel", "run_id"}
 Server -> runner:
     {"event": "ready", "isolation", "measures": [...], "missing": {measure: why}, "pid"}
     {"event": "started", "run_id", "pid"}          pid of the model process
     {"event": "progress", "run_id", "value"}       0..1, at most ~5 a second
+    {"event": "case", "run_id", "index", "exit_code", "outputs", "cpu_seconds",
+     "wall_seconds", "disk_full"}                 one case of a batch ended (see below)
     {"event": "finished", "run_id", **Finished fields}
     {"event": "error", "run_id", "message"}        the run could not be started
 
@@ -20,6 +23,13 @@ A run dir (made by the runner, owned by it) holds `model.fmu` and `params.json`,
 empty `out/`; the sandbox copies what the model wrote (result, error report, log tail)
 into `out/`, bounded in size, owned by the run dir's owner. Nothing the model writes is
 ever on the host's disk otherwise: its writable dirs are a per-run tmpfs.
+
+A batch (many cases of one model for one owner, see `fmuengine.batch`) is a run whose
+params.json is {"cases": [params, ...]} and whose command names the first case this job
+starts at. Its model process simulates the cases in order, each with a fresh FMU
+instance, and marks each case's start and end on a pipe to its monitor; the monitor
+enforces the per-case limits and copies each case's files out as `case-<i>.npy`,
+`case-<i>.error.json`, `case-<i>.log` (bounded like a run's) as soon as it ends.
 """
 
 from __future__ import annotations
@@ -44,12 +54,16 @@ MODEL_MOUNT_POINT = "/model"
 # Exit codes of the model process.
 REPORTED_FAILURE_EXIT_CODE = 113  # a clean failure, described in error.json
 SETUP_FAILED_EXIT_CODE = 114  # the trusted setup before model code failed
+# A batch's model process ended between cases so that the rest run in a fresh process.
+BATCH_YIELD_EXIT_CODE = 115
 
 # What the sandbox copies out of a run, at most.
 MAX_ERROR_REPORT_BYTES = 4096
 MAX_LOG_TAIL_BYTES = 64 * 1024
 
 MAX_COMMAND_LINE_BYTES = 1 << 20
+# The cases a batch may hold (params.json is read by the model process, not the server).
+MAX_BATCH_CASES = 100_000
 MAX_EVENT_LINE_BYTES = 64 * 1024
 
 
@@ -156,6 +170,13 @@ class RunCommand:
     gid: int
     limits: SandboxLimits
     model_key: str | None = None  # sha256 of model.fmu, computed by the runner
+    # A batch: the case this job starts at, and how many cases params.json holds.
+    first_case: int | None = None
+    case_count: int = 0
+
+    @property
+    def batch(self) -> bool:
+        return self.first_case is not None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -166,10 +187,18 @@ class RunCommand:
             "gid": self.gid,
             "model_key": self.model_key,
             "limits": self.limits.to_json(),
+            "first_case": self.first_case,
+            "case_count": self.case_count,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunCommand:
+        first_case = data.get("first_case")
+        case_count = int(data.get("case_count") or 0)
+        if first_case is not None:
+            first_case = int(first_case)
+            if not 0 <= first_case < case_count <= MAX_BATCH_CASES:
+                raise ValueError("the batch's first case is not one of its cases")
         return cls(
             run_id=str(data["run_id"]),
             run_dir=str(data["run_dir"]),
@@ -177,4 +206,12 @@ class RunCommand:
             gid=int(data["gid"]),
             limits=SandboxLimits.from_json(data["limits"]),
             model_key=str(data["model_key"]) if data.get("model_key") else None,
+            first_case=first_case,
+            case_count=case_count if first_case is not None else 0,
         )
+
+
+def case_file(index: int, suffix: str) -> str:
+    """A batch case's file name, in the model's dir and in out/: suffix "npy" (its
+    result), "error.json" (its own account of a failure) or "log" (its part of fmu.log)."""
+    return f"case-{int(index)}.{suffix}"

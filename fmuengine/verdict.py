@@ -14,6 +14,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fmuengine import outputs
 from fmuengine.protocol import (
     ERROR_FILE,
@@ -52,9 +54,45 @@ def _mib(size: int) -> str:
     return f"{size / (1 << 20):g} MiB"
 
 
-def judge(finished: dict[str, Any], out_dir: Path, limits: SandboxLimits) -> Verdict:
+def judge(
+    finished: dict[str, Any],
+    out_dir: Path,
+    limits: SandboxLimits,
+    *,
+    result_name: str = RESULT_FILE,
+    error_name: str = ERROR_FILE,
+) -> Verdict:
     """The run's verdict from the server's report (trusted) and the files it left
-    (untrusted: parsed inside `fmuengine.outputs`, any surprise is the model's error)."""
+    (untrusted: parsed inside `fmuengine.outputs`, any surprise is the model's error).
+    A batch's case is judged the same way, from its own files in out/."""
+    return judge_loading(finished, out_dir, limits, result_name=result_name, error_name=error_name)[
+        0
+    ]
+
+
+def judge_loading(
+    finished: dict[str, Any],
+    out_dir: Path,
+    limits: SandboxLimits,
+    *,
+    result_name: str = RESULT_FILE,
+    error_name: str = ERROR_FILE,
+) -> tuple[Verdict, np.ndarray | None]:
+    """`judge`, and the result as it was checked (memory-mapped read-only) when the run
+    succeeded: a batch keeps each case's trace without parsing its file twice."""
+    loaded: list[np.ndarray] = []
+    verdict = _verdict(finished, out_dir, limits, result_name, error_name, loaded)
+    return verdict, (loaded[0] if loaded and verdict[0] == SUCCEEDED else None)
+
+
+def _verdict(
+    finished: dict[str, Any],
+    out_dir: Path,
+    limits: SandboxLimits,
+    result_name: str,
+    error_name: str,
+    loaded: list[np.ndarray],
+) -> Verdict:
     kind = finished.get("exit_kind")
     # The wait status's exit code or signal number (JSON): an int for "exited"/"signaled".
     value: Any = finished.get("exit_value")
@@ -81,7 +119,7 @@ def judge(finished: dict[str, Any], out_dir: Path, limits: SandboxLimits) -> Ver
         return _judge_signal(int(value), finished, limits, disk_full)
     code = int(value)
     if code == 0:
-        return _judge_result(finished, out_dir, limits)
+        return _judge_result(finished, out_dir / result_name, limits, loaded)
     if disk_full:
         return (
             FAILED,
@@ -91,7 +129,7 @@ def judge(finished: dict[str, Any], out_dir: Path, limits: SandboxLimits) -> Ver
         )
     if code == REPORTED_FAILURE_EXIT_CODE:
         report = outputs.read_error_report(
-            out_dir / ERROR_FILE, allowed_codes=frozenset(map(str, REPORTABLE_ERROR_CODES))
+            out_dir / error_name, allowed_codes=frozenset(map(str, REPORTABLE_ERROR_CODES))
         )
         error_code, message = report or (RunErrorCode.MODEL_ERROR, "The simulation failed.")
         return FAILED, error_code, message, None
@@ -132,14 +170,15 @@ def _judge_signal(
     )
 
 
-def _judge_result(finished: dict[str, Any], out_dir: Path, limits: SandboxLimits) -> Verdict:
+def _judge_result(
+    finished: dict[str, Any], path: Path, limits: SandboxLimits, loaded: list[np.ndarray]
+) -> Verdict:
     copied = (finished.get("outputs") or {}).get(RESULT_FILE)
     if copied == "too_large":
         message = f"The result is larger than the limit of {_mib(limits.file_size_bytes)}."
         return FAILED, RunErrorCode.FILE_SIZE_EXCEEDED, message, None
-    path = out_dir / RESULT_FILE
     try:
-        outputs.read_result(path, max_bytes=limits.file_size_bytes)
+        loaded.append(outputs.read_result(path, max_bytes=limits.file_size_bytes))
     except outputs.InvalidModelOutput as error:
         return (
             FAILED,

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import select
 import shutil
 import signal
+import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
 from fmuengine.fsutil import copy_file_out, copy_tree_out, remove_tree
@@ -45,6 +47,7 @@ from fmuengine.protocol import (
     SandboxLimits,
 )
 from fmuengine.sandbox import jail, seccomp, simulate
+from fmuengine.sandbox.cases import CaseTracker, open_tracker
 from fmuengine.sandbox.cgroups import CgroupLimits, CgroupSupport, RunCgroup
 from fmuengine.sandbox.isolation import (
     ISOLATION_NAMESPACES,
@@ -98,7 +101,18 @@ class Job:
     prepared_dir: str | None = None
     model_key: str | None = None
     target_dir: str | None = None  # prepare: where the monitor copies the prepared tree
+    first_case: int | None = None  # a batch: the case this job starts at
+    case_count: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def process_limits(self) -> SandboxLimits:
+        """The model process's rlimits: a batch's CPU rlimit is the sum of its cases'
+        (it is per process; each case's own CPU time is enforced by its monitor)."""
+        if self.first_case is None:
+            return self.limits
+        cases = max(1, self.case_count - self.first_case)
+        return replace(self.limits, cpu_seconds=self.limits.cpu_seconds * cases)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -110,6 +124,8 @@ class Job:
             "prepared_dir": self.prepared_dir,
             "model_key": self.model_key,
             "target_dir": self.target_dir,
+            "first_case": self.first_case,
+            "case_count": self.case_count,
         }
 
     @classmethod
@@ -123,6 +139,8 @@ class Job:
             prepared_dir=data.get("prepared_dir"),
             model_key=data.get("model_key"),
             target_dir=data.get("target_dir"),
+            first_case=None if data.get("first_case") is None else int(data["first_case"]),
+            case_count=int(data.get("case_count") or 0),
         )
 
 
@@ -165,6 +183,10 @@ def _model_process(setup: JailSetup, fds: dict[str, int]) -> NoReturn:
         if job.kind == JOB_PREPARE:
             assert job.model_key is not None
             code = simulate.prepare_model(job.model_key)
+        elif job.first_case is not None:
+            code = simulate.simulate_cases(
+                params, job.first_case, fds["case_w"], prepared=job.prepared_dir is not None
+            )
         else:
             code = simulate.simulate_in_sandbox(
                 params, progress_fd, prepared=job.prepared_dir is not None
@@ -227,12 +249,15 @@ def _confine(setup: JailSetup, fds: dict[str, int]) -> tuple[Job, dict[str, Any]
         if setup.mode == ISOLATION_SETUID:
             os.chown(MODEL_FILE, job.uid, job.gid)
     log_fd = os.open(LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
-    names = [name for name in ("progress_w", "setup_w", "lifeline_r", "go_r") if name in fds]
+    kept = ("progress_w", "setup_w", "lifeline_r", "go_r", "case_w")
+    if job.first_case is None:
+        os.close(fds.pop("case_w"))  # only a batch marks its cases
+    names = [name for name in kept if name in fds]
     arranged = jail.arrange_descriptors(log_fd, [fds[name] for name in names])
     fds.update(zip(names, arranged, strict=True))
     progress_fd, lifeline_fd = fds["progress_w"], fds["lifeline_r"]
     os.set_blocking(progress_fd, False)
-    jail.apply_rlimits(job.limits)
+    jail.apply_rlimits(job.process_limits)
 
     if setup.mode in (ISOLATION_NAMESPACES, ISOLATION_SETUID):
         os.setgroups([])
@@ -281,14 +306,22 @@ def run_monitor(setup: JailSetup, fds: dict[str, int]) -> NoReturn:
             assert setup.scratch_point is not None
             jail.mount(None, "/", None, jail.MS_REC | jail.MS_PRIVATE, None)
             jail.mount_scratch(setup.scratch_point, 1 << 20)
-        for name in ("setup", "lifeline", "go", "ns"):
+        for name in ("setup", "lifeline", "go", "ns", "case"):
             fds[f"{name}_r"], fds[f"{name}_w"] = os.pipe()
         pid = os.fork()
         if pid == 0:
-            for name in ("status_w", "request_r", "setup_r", "lifeline_w", "go_w", "ns_r"):
+            for name in (
+                "status_w",
+                "request_r",
+                "setup_r",
+                "lifeline_w",
+                "go_w",
+                "ns_r",
+                "case_r",
+            ):
                 os.close(fds.pop(name))
             _model_process(setup, fds)
-        for name in ("progress_w", "setup_w", "lifeline_r", "job_r", "go_r", "ns_w"):
+        for name in ("progress_w", "setup_w", "lifeline_r", "job_r", "go_r", "ns_w", "case_w"):
             os.close(fds.pop(name))
         cgroup = None
         if setup.cgroups is not None:
@@ -341,6 +374,7 @@ def _monitor_job(setup: JailSetup, fds: dict[str, int], pid: int, cgroup: RunCgr
     os.close(fds.pop("request_r"))
     job = Job.from_json(json.loads(line))
     baseline: tuple[int, float | None] | None = None
+    tracker: CaseTracker | None = None
     model_namespace = _hold_mount_namespace(pid, fds.pop("ns_r"))
     try:
         # The model process got the same job from the server and confines itself
@@ -359,7 +393,16 @@ def _monitor_job(setup: JailSetup, fds: dict[str, int], pid: int, cgroup: RunCgr
         os.write(fds["go_w"], GO)
         os.close(fds.pop("go_w"))
         write_line(fds["status_w"], {"pid": pid})
-        _, status, usage = _wait(pid, cgroup, baseline)
+        if job.first_case is not None:
+            tracker = open_tracker(
+                job,
+                pid,
+                cgroup,
+                work,
+                status=functools.partial(write_line, fds["status_w"]),
+                disk_full=functools.partial(_scratch_full, setup, work),
+            )
+        _, status, usage = _wait(pid, cgroup, baseline, tracker, fds["case_r"])
         report: dict[str, Any] = {
             "status": status,
             "cpu_seconds": usage.ru_utime + usage.ru_stime,
@@ -378,6 +421,8 @@ def _monitor_job(setup: JailSetup, fds: dict[str, int], pid: int, cgroup: RunCgr
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)  # its process group (it called setsid)
         report["disk_full"] = _scratch_full(setup, work)
+        if tracker is not None:
+            report.update(tracker.finish())
         succeeded = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         report.update(_copy_out(job, work, exited_cleanly=succeeded))
         os.set_blocking(fds["setup_r"], False)
@@ -387,6 +432,8 @@ def _monitor_job(setup: JailSetup, fds: dict[str, int], pid: int, cgroup: RunCgr
             report["setup"] = ""
         write_line(fds["status_w"], report)
     finally:
+        if tracker is not None:
+            tracker.close()
         if cgroup is not None:
             if _pooled(cgroup):
                 cgroup.kill_all()
@@ -399,21 +446,45 @@ def _monitor_job(setup: JailSetup, fds: dict[str, int], pid: int, cgroup: RunCgr
 
 
 def _wait(
-    pid: int, cgroup: RunCgroup | None, baseline: tuple[int, float | None] | None
+    pid: int,
+    cgroup: RunCgroup | None,
+    baseline: tuple[int, float | None] | None,
+    tracker: CaseTracker | None = None,
+    case_fd: int = -1,
 ) -> tuple[int, int, Any]:
     """wait4 the model process; meanwhile, an OOM kill in its cgroup ends the whole run
     at once (cgroup v1 kills one process only, and a model whose child was killed could
-    otherwise wait for it until the wall-clock limit)."""
-    if cgroup is not None:
+    otherwise wait for it until the wall-clock limit), and a batch's cases are followed
+    (their markers read, their limits enforced, their files copied out)."""
+    if cgroup is not None or tracker is not None:
         pidfd = os.pidfd_open(pid)
         try:
             poller = select.poll()
             poller.register(pidfd, select.POLLIN)
-            while not poller.poll(OOM_POLL_MILLISECONDS):
-                if cgroup.oom_kills() > (baseline[0] if baseline else 0):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)  # PID 1 of the run: all of it
+            if tracker is not None:
+                poller.register(case_fd, select.POLLIN)
+            timeout = OOM_POLL_MILLISECONDS
+            next_oom_check = 0.0
+            while True:
+                ready = dict(poller.poll(timeout))
+                if tracker is not None:
+                    if case_fd in ready and not tracker.read(case_fd):
+                        poller.unregister(case_fd)
+                    timeout = int(tracker.enforce() * 1000) + 1
+                if pidfd in ready:
                     break
+                now = time.monotonic()
+                if cgroup is not None and now >= next_oom_check:
+                    next_oom_check = now + OOM_POLL_MILLISECONDS / 1000
+                    if cgroup.oom_kills() > (baseline[0] if baseline else 0):
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)  # PID 1 of the run: all of it
+                        break
+            if tracker is not None:  # the last markers, written before it ended
+                os.set_blocking(case_fd, False)
+                while tracker.killed_by is None and tracker.read(case_fd):
+                    if not select.select([case_fd], [], [], 0)[0]:
+                        break
         finally:
             os.close(pidfd)
     return os.wait4(pid, 0)

@@ -52,6 +52,16 @@ PREPARE_LIMITS = SandboxLimits(
 )
 
 
+def wall_clock_cap(command: RunCommand) -> float:
+    """How long the server lets a job run. A batch's monitor enforces each case's own
+    limit (a rolling deadline: see cases.py); this cap is the backstop, the time its
+    cases could take if each used its limit, and the gaps between them too."""
+    wall = command.limits.wall_timeout_seconds
+    if command.first_case is None:
+        return wall
+    return wall * (2 * (command.case_count - command.first_case) + 1) + KILL_GRACE_SECONDS
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """What the server is allowed to do, from its command line (not from a runner)."""
@@ -248,6 +258,8 @@ class SandboxServer:
                 gid=command.gid,
                 limits=command.limits,
                 prepared_dir=prepared_dir,
+                first_case=command.first_case,
+                case_count=command.case_count,
             )
             self.assign(processes, job)
         except (OSError, ZygoteGone) as error:
@@ -260,7 +272,7 @@ class SandboxServer:
             command=command,
             processes=processes,
             started_at=started_at,
-            deadline=started_at + command.limits.wall_timeout_seconds,
+            deadline=started_at + wall_clock_cap(command),
             model_cache=model_cache,
         )
         self.selector.register(processes.status_fd, selectors.EVENT_READ, "status")
@@ -380,7 +392,12 @@ class SandboxServer:
             while b"\n" in run.status_buffer:
                 line, run.status_buffer = run.status_buffer.split(b"\n", 1)
                 message = json.loads(line)
-                if "pid" in message:
+                if "case" in message:  # one case of a batch ended (the monitor's report)
+                    event = {"event": "case", "run_id": run.command.run_id}
+                    event.update((k, v) for k, v in message.items() if k != "case")
+                    event["index"] = message["case"]
+                    self.send(event)
+                elif "pid" in message:
                     run.model_pid = int(message["pid"])
                     self.send(
                         {"event": "started", "run_id": run.command.run_id, "pid": run.model_pid}
@@ -476,6 +493,14 @@ class SandboxServer:
             "disk_full": bool(report.get("disk_full")),
             "outputs": report.get("outputs", {}),
         }
+        if run.command.batch:
+            # Where the job ended: in a case (None: between cases), why the monitor killed
+            # it if it did (a case's wall-clock or CPU limit, broken markers), what it used.
+            for name in ("current_case", "next_case", "case_cpu_seconds", "case_wall_seconds"):
+                event[name] = report.get(name)
+            event["case_log"] = report.get("case_log", "absent")
+            if run.killed_by is None and report.get("case_killed_by"):
+                event["killed_by"] = report["case_killed_by"]
         if "status" in report:
             status = int(report["status"])
             if os.WIFSIGNALED(status):

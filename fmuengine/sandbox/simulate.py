@@ -15,19 +15,23 @@ import json
 import os
 import pickle
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from fmuengine.protocol import (
+    BATCH_YIELD_EXIT_CODE,
     ERROR_FILE,
     EXTRACT_DIR,
+    LOG_FILE,
     MODEL_FILE,
     MODEL_MOUNT_POINT,
     REPORTED_FAILURE_EXIT_CODE,
     RESULT_FILE,
     RunErrorCode,
+    case_file,
 )
 
 # The cache's layout of one prepared model (see model_cache.py).
@@ -78,9 +82,13 @@ def _load_prepared_description() -> Any:
 FMI_STATUS_LABELS = ("ok", "warning", "discard", "error", "fatal", "pending")
 
 
-def _report_failure(code: str, message: str) -> int:
+_last_reported: list[str] = []  # the code of the last failure reported (batches look)
+
+
+def _report_failure(code: str, message: str, file_name: str = ERROR_FILE) -> int:
     print(f"[sandbox] {message}", file=sys.stderr)
-    with contextlib.suppress(OSError), open(ERROR_FILE, "w") as error_file:
+    _last_reported[:] = [str(code)]
+    with contextlib.suppress(OSError), open(file_name, "w") as error_file:
         json.dump({"code": str(code), "message": message}, error_file)
     return REPORTED_FAILURE_EXIT_CODE
 
@@ -107,26 +115,51 @@ def _numpy_type_for(variable_type: str) -> str:
     return "<f8"
 
 
-def simulate_in_sandbox(params: dict[str, Any], progress_fd: int, prepared: bool) -> int:
-    """Simulate the FMU (the server's prepared copy, or model.fmu in the cwd, extracted
-    and checked here); write result.npy. Returns the exit code for the model process."""
-    import fmpy
-    import numpy as np
-    from fmpy.fmi1 import FMICallException
-
+def _load_model(prepared: bool) -> tuple[str, Any] | int:
+    """(unzip dir, model description): the server's prepared copy, or model.fmu in the
+    cwd, extracted and checked here; an exit code when it cannot be read."""
     try:
         if prepared:
-            unzip_dir = os.path.join(MODEL_MOUNT_POINT, PREPARED_FILES)
-            model_description = _load_prepared_description()
-        else:
-            unzip_dir = os.path.abspath(EXTRACT_DIR)
-            model_description = _extract_and_read(MODEL_FILE, unzip_dir)
+            return os.path.join(MODEL_MOUNT_POINT, PREPARED_FILES), _load_prepared_description()
+        unzip_dir = os.path.abspath(EXTRACT_DIR)
+        return unzip_dir, _extract_and_read(MODEL_FILE, unzip_dir)
     except MemoryError:
         return _report_failure(
             RunErrorCode.MEMORY_LIMIT, "The FMU could not be read within the memory limit."
         )
     except Exception as error:
         return _report_failure(RunErrorCode.INVALID_FMU, f"The FMU could not be read: {error}")
+
+
+def simulate_in_sandbox(params: dict[str, Any], progress_fd: int, prepared: bool) -> int:
+    """Simulate the FMU (the server's prepared copy, or model.fmu in the cwd, extracted
+    and checked here); write result.npy. Returns the exit code for the model process."""
+    loaded = _load_model(prepared)
+    if isinstance(loaded, int):
+        return loaded
+    unzip_dir, model_description = loaded
+    return _simulate_case(
+        unzip_dir, model_description, params, progress_fd, RESULT_FILE, ERROR_FILE
+    )
+
+
+def _simulate_case(
+    unzip_dir: str,
+    model_description: Any,
+    params: dict[str, Any],
+    progress_fd: int,
+    result_file: str,
+    error_file: str,
+) -> int:
+    """One `fmpy.simulate_fmu` call (a fresh FMU instance) with `params`: its result
+    saved to `result_file`, or its failure to `error_file`; the exit code it means.
+    `progress_fd` < 0: no progress reports (a batch's cases)."""
+    import fmpy
+    import numpy as np
+    from fmpy.fmi1 import FMICallException
+
+    def fail(code: str, message: str) -> int:
+        return _report_failure(code, message, error_file)
 
     variables = {variable.name: variable for variable in model_description.modelVariables}
     start_values = params.get("start_values") or {}
@@ -137,18 +170,14 @@ def simulate_in_sandbox(params: dict[str, Any], progress_fd: int, prepared: bool
         name for name in [*start_values, *(output or []), *input_names] if name not in variables
     ]
     if unknown:
-        return _report_failure(
+        return fail(
             RunErrorCode.INVALID_PARAMETERS, f"Unknown variable(s): {', '.join(unknown[:10])}."
         )
     fmi_type = params.get("fmi_type")
     if fmi_type == "ModelExchange" and model_description.modelExchange is None:
-        return _report_failure(
-            RunErrorCode.INVALID_PARAMETERS, "The model does not support ModelExchange."
-        )
+        return fail(RunErrorCode.INVALID_PARAMETERS, "The model does not support ModelExchange.")
     if fmi_type == "CoSimulation" and model_description.coSimulation is None:
-        return _report_failure(
-            RunErrorCode.INVALID_PARAMETERS, "The model does not support CoSimulation."
-        )
+        return fail(RunErrorCode.INVALID_PARAMETERS, "The model does not support CoSimulation.")
 
     input_signals = None
     if input_table:
@@ -158,9 +187,7 @@ def simulate_in_sandbox(params: dict[str, Any], progress_fd: int, prepared: bool
         try:
             input_signals = np.array([tuple(row) for row in input_table["rows"]], dtype=dtype)
         except (TypeError, ValueError) as error:
-            return _report_failure(
-                RunErrorCode.INVALID_PARAMETERS, f"The input table is not valid: {error}"
-            )
+            return fail(RunErrorCode.INVALID_PARAMETERS, f"The input table is not valid: {error}")
 
     experiment = model_description.defaultExperiment
     start_time = params.get("start_time")
@@ -204,34 +231,105 @@ def simulate_in_sandbox(params: dict[str, Any], progress_fd: int, prepared: bool
             start_values=start_values,
             input=input_signals,
             output=output,
-            step_finished=step_finished,
+            step_finished=step_finished if progress_fd >= 0 else None,
             **keyword_arguments,
         )
-        np.save(RESULT_FILE, np.asarray(result), allow_pickle=False)
+        np.save(result_file, np.asarray(result), allow_pickle=False)
     except MemoryError:
-        return _report_failure(RunErrorCode.MEMORY_LIMIT, "The model ran out of memory.")
+        return fail(RunErrorCode.MEMORY_LIMIT, "The model ran out of memory.")
     except FMICallException as error:
         label = FMI_STATUS_LABELS[error.status] if error.status in range(6) else str(error.status)
         if _near_memory_limit():
-            return _report_failure(
+            return fail(
                 RunErrorCode.MEMORY_LIMIT,
                 f"The model ran out of memory ({error.function} returned {label}).",
             )
-        return _report_failure(
+        return fail(
             RunErrorCode.MODEL_ERROR, f"The model returned status {label} from {error.function}."
         )
     except OSError as error:
         if error.errno == errno.ENOSPC:
-            return _report_failure(RunErrorCode.DISK_LIMIT, "The run exceeded its disk quota.")
+            return fail(RunErrorCode.DISK_LIMIT, "The run exceeded its disk quota.")
         if error.errno == errno.EFBIG:
-            return _report_failure(
-                RunErrorCode.FILE_SIZE_EXCEEDED, "The run exceeded its file size limit."
-            )
-        return _report_failure(RunErrorCode.MODEL_ERROR, f"The simulation failed: {error}")
+            return fail(RunErrorCode.FILE_SIZE_EXCEEDED, "The run exceeded its file size limit.")
+        return fail(RunErrorCode.MODEL_ERROR, f"The simulation failed: {error}")
     except Exception as error:
         if _near_memory_limit():
-            return _report_failure(
-                RunErrorCode.MEMORY_LIMIT, f"The model ran out of memory: {error}"
-            )
-        return _report_failure(RunErrorCode.MODEL_ERROR, f"The simulation failed: {error}")
+            return fail(RunErrorCode.MEMORY_LIMIT, f"The model ran out of memory: {error}")
+        return fail(RunErrorCode.MODEL_ERROR, f"The simulation failed: {error}")
     return 0
+
+
+# ---- batches --------------------------------------------------------------------------
+
+# After a failure with one of these codes the process may hold what the case left
+# (leaked memory near RLIMIT_AS, a full scratch): the next case gets a fresh process.
+STATEFUL_FAILURES = frozenset(
+    {RunErrorCode.MEMORY_LIMIT, RunErrorCode.DISK_LIMIT, RunErrorCode.FILE_SIZE_EXCEEDED}
+)
+# What stays in the cwd between cases: the log, the FMU (and what a run extracted from
+# it), and case files the monitor may not have copied out yet.
+KEPT_BETWEEN_CASES = frozenset({LOG_FILE, MODEL_FILE, EXTRACT_DIR})
+SCRATCH_DIRS = (".", "/tmp")  # noqa: S108  (the run's own tmpfs in its jail)
+
+
+def simulate_cases(batch: Any, first_case: int, case_fd: int, prepared: bool) -> int:
+    """A batch's cases from `first_case` on, in this one process: the model read once,
+    then per case a fresh FMU instance (one `fmpy.simulate_fmu` call, as a single run
+    makes it, without progress reports), its result in case-<i>.npy or its failure in
+    case-<i>.error.json, and "s <i>" / "e <i> <exit code>" on `case_fd` to the monitor,
+    which enforces the per-case limits and copies the case's files out.
+
+    Returns BATCH_YIELD_EXIT_CODE when the process should not serve another case (the
+    runner then continues in a fresh one), 0 when every case was run."""
+    cases = batch.get("cases") if isinstance(batch, dict) else None
+    if not isinstance(cases, list) or not 0 <= first_case < len(cases):
+        return _report_failure(RunErrorCode.INVALID_PARAMETERS, "The batch has no such case.")
+    loaded = _load_model(prepared)
+    if isinstance(loaded, int):
+        return loaded  # the job's own failure: the runner gives it to the first case
+    unzip_dir, model_description = loaded
+    for index in range(first_case, len(cases)):
+        _mark(case_fd, b"\ns %d\n" % index)  # "\n" first: ends any junk line before it
+        params = cases[index] if isinstance(cases[index], dict) else {}
+        del _last_reported[:]
+        code = _simulate_case(
+            unzip_dir,
+            model_description,
+            params,
+            -1,
+            case_file(index, "npy"),
+            case_file(index, "error.json"),
+        )
+        _mark(case_fd, b"\ne %d %d\n" % (index, code))
+        if index + 1 < len(cases) and (
+            set(_last_reported) & STATEFUL_FAILURES or not _clean_scratch()
+        ):
+            return BATCH_YIELD_EXIT_CODE
+    return 0
+
+
+def _mark(case_fd: int, line: bytes) -> None:
+    """A case marker for the monitor (it reads them as untrusted: see cases.py)."""
+    while line:
+        line = line[os.write(case_fd, line) :]
+
+
+def _clean_scratch() -> bool:
+    """Remove what the last case's FMU left in the writable dirs, so that each case
+    starts, like a single run, with its disk quota free. False when that failed."""
+    try:
+        for directory in SCRATCH_DIRS:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if directory == "." and (
+                        entry.name in KEPT_BETWEEN_CASES or entry.name.startswith("case-")
+                    ):
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path)
+                    else:
+                        os.unlink(entry.path)
+    except BaseException:  # a tree too deep, a file it cannot remove: a fresh process
+        return False
+    return True

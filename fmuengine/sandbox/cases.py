@@ -1,0 +1,294 @@
+"""The monitor's side of a batch job: per-case limits and per-case copies out.
+
+A batch job's model process (simulate.simulate_cases) runs many cases of one model for
+one owner, and writes "s <i>" when case i starts and "e <i> <exit code>" when it ends on
+a pipe to its monitor. Those markers are the model process's words, written from the
+process the model's code runs in, so they are read as untrusted: case numbers must come
+in order (each case starts once, after the previous one ended, and ends once); a
+marker out of its place ends the job as a protocol violation (charged to the model, like
+any invalid output: the case it ran is `invalid_result`); lines that are no marker
+(junk a model wrote on every descriptor it has) are skipped. The most a lying model
+can do is mislabel the cases of its own batch: same owner, same model.
+
+What is enforced here, from outside the jail (no model code runs in the monitor):
+
+- each case's wall-clock limit: a rolling deadline, reset when a case starts or ends,
+  so a case hanging past `wall_timeout_seconds` is killed (the whole job: the runner
+  records `timeout` for that case and continues with the next in a fresh job);
+- each case's CPU time, measured on the job's cgroup (RLIMIT_CPU is per process, and
+  the process serves many cases: it is set to the sum and only a backstop);
+- what each case leaves: its result and error report are copied out, bounded like a
+  single run's, as soon as it ends (and removed from the scratch, so the disk quota
+  holds per case), with the part of fmu.log written while it ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from fmuengine.fsutil import copy_file_out, open_regular
+from fmuengine.protocol import (
+    LOG_FILE,
+    MAX_ERROR_REPORT_BYTES,
+    MAX_LOG_TAIL_BYTES,
+    OUT_DIR,
+    case_file,
+)
+from fmuengine.sandbox.cgroups import RunCgroup
+
+if TYPE_CHECKING:
+    from fmuengine.sandbox.monitor import Job
+
+MAX_MARKER_BYTES = 64  # "e <index> <code>\n" is far shorter
+KILLED_TIMEOUT = "timeout"
+KILLED_CPU = "cpu_time"
+KILLED_PROTOCOL = "protocol"
+
+
+class CaseTracker:
+    """One batch job's cases as its monitor follows them (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        pid: int,
+        first_case: int,
+        case_count: int,
+        wall_timeout: float,
+        cpu_limit: float,
+        cgroup: RunCgroup | None,
+        work_fd: int,
+        out_fd: int,
+        owner: tuple[int, int],
+        file_size_bytes: int,
+        status: Callable[[dict[str, Any]], None],  # gets each ended case's report
+        disk_full: Callable[[], bool],
+    ) -> None:
+        self.pid = pid
+        self.next_case = first_case
+        self.case_count = case_count
+        self.wall_timeout = wall_timeout
+        self.cpu_limit = cpu_limit
+        self.cgroup = cgroup
+        self.work_fd = work_fd
+        self.out_fd = out_fd
+        self.owner = owner
+        self.file_size_bytes = file_size_bytes
+        self.status = status
+        self.disk_full = disk_full
+        self.current: int | None = None
+        self.buffer = b""
+        self.killed_by: str | None = None
+        self.log_offset = 0
+        now = time.monotonic()
+        # Until the first case starts: reading the model counts like a case.
+        self.deadline = now + wall_timeout
+        self.case_started = now
+        self.case_cpu_start = self._cpu()
+
+    def _cpu(self) -> float | None:
+        if self.cgroup is None:
+            return None
+        try:
+            return self.cgroup.cpu_seconds()
+        except (OSError, ValueError):
+            return None
+
+    def _case_cpu(self) -> float:
+        now, start = self._cpu(), self.case_cpu_start
+        return max(0.0, now - start) if now is not None and start is not None else 0.0
+
+    # ---- markers ---------------------------------------------------------------------
+
+    def read(self, fd: int) -> bool:
+        """Read what the model process wrote; False at end of file."""
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return True
+        if not chunk:
+            return False
+        self.buffer += chunk
+        while b"\n" in self.buffer and self.killed_by is None:
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            self._marker(line)
+        if len(self.buffer) > MAX_MARKER_BYTES:
+            self.buffer = b""  # a long line is junk, not a marker
+        return True
+
+    def _marker(self, line: bytes) -> None:
+        """One line: a marker in its place, or the end of the job. Lines that are no
+        marker at all (junk the model wrote on the pipe) are skipped: a case's output
+        never ends the job unless it forges a marker."""
+        parts = line.split()
+        if (
+            not parts
+            or parts[0] not in (b"s", b"e")
+            or len(parts) != (2 if parts[0] == b"s" else 3)
+        ):
+            return
+        try:
+            numbers = [int(part) for part in parts[1:]]
+        except ValueError:
+            return
+        if (
+            parts[0] == b"s"
+            and numbers[0] == self.next_case
+            and self.current is None
+            and self.next_case < self.case_count
+        ):
+            self.current = self.next_case
+            self.case_started = time.monotonic()
+            self.deadline = self.case_started + self.wall_timeout
+            self.case_cpu_start = self._cpu()
+        elif parts[0] == b"e" and numbers[0] == self.current and 0 <= numbers[1] < 256:
+            self._ended(numbers[0], numbers[1])
+        else:
+            self.kill(KILLED_PROTOCOL)
+
+    def _ended(self, index: int, exit_code: int) -> None:
+        now = time.monotonic()
+        report: dict[str, Any] = {
+            "case": index,
+            "exit_code": exit_code,
+            "cpu_seconds": self._case_cpu(),
+            "wall_seconds": now - self.case_started,
+            "outputs": self._copy_case(index, exit_code),
+            "disk_full": exit_code != 0 and self.disk_full(),
+        }
+        self.current = None
+        self.next_case = index + 1
+        self.deadline = now + self.wall_timeout  # the way to the next case's start
+        self.case_started = now
+        self.case_cpu_start = self._cpu()
+        self.status(report)
+
+    def _copy_case(self, index: int, exit_code: int) -> dict[str, str]:
+        """The case's files into out/, bounded as a run's; removed from the scratch."""
+        copied: dict[str, str] = {}
+        if exit_code == 0:
+            suffix, limit = "npy", self.file_size_bytes
+        else:
+            suffix, limit = "error.json", MAX_ERROR_REPORT_BYTES + 1
+        name = case_file(index, suffix)
+        copied[suffix] = copy_file_out(
+            self.work_fd, name, self.out_fd, max_bytes=limit, owner=self.owner
+        )
+        if copied[suffix] != "absent":
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=self.work_fd)
+        copied["log"] = self._copy_log(index)
+        return copied
+
+    def _copy_log(self, index: int) -> str:
+        """The part of fmu.log written since the last case ended (its last 64 KiB)."""
+        fd = open_regular(self.work_fd, LOG_FILE)
+        if fd is None:
+            return "absent"
+        try:
+            size = os.fstat(fd).st_size
+            if size < self.log_offset:  # truncated by the model
+                self.log_offset = 0
+            start = max(self.log_offset, size - MAX_LOG_TAIL_BYTES)
+            self.log_offset = size
+            if size <= start:
+                return "absent"
+            data = os.pread(fd, size - start, start)
+            target = os.open(
+                case_file(index, "log"),
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=self.out_fd,
+            )
+            try:
+                os.fchown(target, *self.owner)
+                os.write(target, data)
+            finally:
+                os.close(target)
+            return "copied"
+        except OSError:
+            return "absent"
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        for fd in (self.work_fd, self.out_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    # ---- limits ----------------------------------------------------------------------
+
+    def kill(self, reason: str) -> None:
+        if self.killed_by is None:
+            self.killed_by = reason
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)  # PID 1 of the job: all of it
+
+    def enforce(self) -> float:
+        """Kill the job when its case passed a limit; seconds until the next check."""
+        if self.killed_by is not None:
+            return 0.1
+        now = time.monotonic()
+        if now >= self.deadline:
+            self.kill(KILLED_TIMEOUT)
+            return 0.1
+        if self.current is not None and self._case_cpu() > self.cpu_limit:
+            self.kill(KILLED_CPU)
+            return 0.1
+        return min(0.1, self.deadline - now)
+
+    def finish(self) -> dict[str, Any]:
+        """For the job's report, once the model process is gone: the case it ended in
+        (None between cases), what that case used, and why the monitor killed it."""
+        report: dict[str, Any] = {
+            "current_case": self.current,
+            "next_case": self.next_case,
+            "case_killed_by": self.killed_by,
+            "case_cpu_seconds": self._case_cpu(),
+            "case_wall_seconds": time.monotonic() - self.case_started,
+        }
+        if self.current is not None:
+            report["case_log"] = self._copy_log(self.current)
+        return report
+
+
+def open_tracker(
+    job: Job,
+    pid: int,
+    cgroup: RunCgroup | None,
+    work: str,
+    *,
+    status: Callable[[dict[str, Any]], None],
+    disk_full: Callable[[], bool],
+) -> CaseTracker:
+    """The follower of a batch job's cases, once its model process has its "go"."""
+    assert job.first_case is not None
+    work_fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        out_fd = os.open(
+            os.path.join(job.run_dir, OUT_DIR),
+            os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+        )
+        info = os.fstat(out_fd)
+    except OSError:
+        os.close(work_fd)
+        raise
+    return CaseTracker(
+        pid=pid,
+        first_case=job.first_case,
+        case_count=job.case_count,
+        wall_timeout=job.limits.wall_timeout_seconds,
+        cpu_limit=job.limits.cpu_seconds,
+        cgroup=cgroup,
+        work_fd=work_fd,
+        out_fd=out_fd,
+        owner=(info.st_uid, info.st_gid),
+        file_size_bytes=job.limits.file_size_bytes,
+        status=status,
+        disk_full=disk_full,
+    )
