@@ -62,10 +62,10 @@ serve:
 	@echo ""
 	@# The worker gets its own session: a Ctrl-C to the whole group would kill its pool
 	@# children under it and hang its shutdown; the trap stops it cleanly instead.
-	@# One worker takes both queues here; on Fly.io the billing queue (the tasks that
-	@# call Stripe) has a process group of its own (fly.toml).
+	@# One worker takes every queue here, runs before study chunks (docs/studies.md); on
+	@# Fly.io the billing queue (the tasks that call Stripe) has a process group of its own.
 	@trap 'kill $$(jobs -p) 2>/dev/null; wait' EXIT INT TERM; \
-	setsid $(VENV)/bin/celery -A fmugateway worker -B -Q celery,billing \
+	setsid $(VENV)/bin/celery -A fmugateway worker -B -Q celery,studies,billing \
 		-s $(VAR_DIR_ABS)/celerybeat-schedule \
 		--loglevel=INFO --concurrency=$(WORKER_CONCURRENCY) & \
 	$(VENV)/bin/gunicorn fmugateway.wsgi -c fmugateway/gunicorn.conf.py --bind $(HOST):$(PORT) & \

@@ -313,7 +313,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
         "polling_interval": 0.1,
     }
     if BROKER_IS_FILESYSTEM
-    else {"visibility_timeout": 3600}
+    # "priority": a worker polls its queues in the order it consumes them (the default
+    # queue, runs, before `studies`), not round robin: fmugateway/celery.py.
+    else {"visibility_timeout": 3600, "queue_order_strategy": "priority"}
 )
 if BROKER_IS_FILESYSTEM:
     (_broker_dir / "queue").mkdir(parents=True, exist_ok=True)
@@ -429,6 +431,10 @@ CELERY_BEAT_SCHEDULE = {
     **BILLING_BEAT_SCHEDULE,
     "reconcile-stale-simulations": {
         "task": "simulations.tasks.reconcile_stale_simulations",
+        "schedule": 60.0,
+    },
+    "reconcile-stale-study-chunks": {
+        "task": "simulations.tasks.reconcile_stale_study_chunks",
         "schedule": 60.0,
     },
     # Idempotent, so one beat per worker machine (fly.toml's `worker -B`) is safe.

@@ -52,9 +52,35 @@ def run_simulation_task(self, simulation_id: str) -> None:
         raise self.retry(exc=refused, countdown=countdown) from refused
 
 
+# Routed to the `studies` queue (fmugateway/celery.py), which workers read after the
+# default one: a run waiting there takes the next free slot before another chunk does.
+@shared_task(
+    bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True, max_retries=None
+)
+def run_study_chunk_task(self, study_id: str) -> None:
+    """One ticket of a study: claim its next chunk of queued cases, run and record it, and
+    queue the next ticket while cases remain (services.study_chunk_execute). A ticket that
+    finds nothing to claim ends quietly, so a duplicate delivery does no harm. Refused by a
+    worker below the required isolation (nothing claimed), it is retried later, as a run is.
+    """
+    try:
+        services.study_chunk_execute(study_id=study_id, worker=self.request.hostname or "")
+    except SandboxNotReady as refused:
+        if self.request.is_eager:
+            raise
+        countdown = settings.SANDBOX_REFUSAL_RETRY_SECONDS + random.random()  # noqa: S311
+        raise self.retry(exc=refused, countdown=countdown) from refused
+
+
 @shared_task(ignore_result=True)
 def reconcile_stale_simulations() -> int:
     return services.reconcile_stale_simulations()
+
+
+@shared_task(ignore_result=True)
+def reconcile_stale_study_chunks() -> int:
+    """Every minute (CELERY_BEAT_SCHEDULE) and at worker start: chunks whose worker died."""
+    return services.reconcile_stale_study_chunks()
 
 
 @shared_task(ignore_result=True)
@@ -67,6 +93,7 @@ def apply_storage_retention() -> dict[str, int]:
 def reconcile_on_worker_start(sender, **_kwargs) -> None:
     if consumes_default_queue(sender.app):  # a simulation worker, not the billing one
         reconcile_stale_simulations.delay()
+        reconcile_stale_study_chunks.delay()
 
 
 @worker_ready.connect

@@ -8,6 +8,10 @@ import the names below from `simulations.services`; the modules are how they are
     execution  the worker's side: claim, sandbox, outcome, platform faults, stale leases
     retention  the beat's pass over expired results, unused models and orphaned files
     lifecycle  every status change of a run, each one conditional UPDATE: the state machine
+    studies    studies as callers ask for them: quote, create (paid once), cancel, delete
+    study_execution  the worker's side of a study: claim a chunk, run it, record it,
+               reconcile chunks whose worker died
+    study_lifecycle  every status change of a study, and its counters
     errors     FMURejected (conflicts are core.errors.Conflict, with their ProblemCode)
 
 Imports go one way. Within the package: runs, execution and retention use lifecycle and
@@ -44,15 +48,30 @@ from simulations.services.runs import (
     simulation_refund,
     simulation_retry,
 )
+from simulations.services.studies import (
+    STUDY_CHUNK_TASK,
+    StudyQuote,
+    study_cancel,
+    study_create,
+    study_delete,
+    study_quote,
+)
+from simulations.services.study_execution import (
+    reconcile_stale_study_chunks,
+    study_chunk_execute,
+)
 
 __all__ = [
+    "STUDY_CHUNK_TASK",
     "FMURejected",
+    "StudyQuote",
     "fmu_limits",
     "fmu_storage_name",
     "model_delete",
     "model_upload",
     "models_expire",
     "reconcile_stale_simulations",
+    "reconcile_stale_study_chunks",
     "request_fingerprint",
     "results_expire",
     "sandbox_limits",
@@ -66,4 +85,9 @@ __all__ = [
     "storage_retention_apply",
     "stored_fmu_release",
     "stored_result_release",
+    "study_cancel",
+    "study_chunk_execute",
+    "study_create",
+    "study_delete",
+    "study_quote",
 ]

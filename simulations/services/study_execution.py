@@ -1,0 +1,494 @@
+"""Executing a study's chunks on Celery workers: claim, run in one sandbox process, record.
+
+A study runs as tickets on the `studies` queue (fmugateway/celery.py): each ticket claims
+the next queued cases as a chunk, runs them with the engine's run_batch (one sandbox
+process for the chunk, a fresh FMU instance per case, a fresh process after a case that
+crashed), writes the chunk's two columnar files (simulations.studies.tables), records
+every case, gives back the cents of the cases that failed through the platform's fault
+(one give-back per chunk; simulations.run_errors decides whose fault), and queues one
+more ticket while cases remain. So a study holds no worker slot longer than one chunk,
+and a run waiting on the default queue takes the next slot that frees (docs/studies.md).
+
+A chunk is sized to about STUDY_CHUNK_SECONDS of work from the study's finished chunks
+(its first one has STUDY_FIRST_CHUNK_CASES). Its worker renews its lease while it runs;
+a chunk whose lease ran out (its worker died) is reconciled: its unended cases go back to
+the queue, up to STUDY_CASE_MAX_ATTEMPTS claims, then fail as worker_lost (refunded).
+A ticket that finds nothing to claim (the study ended, was cancelled or deleted, or a
+duplicate delivery) ends quietly.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from celery import current_app
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, F, Max
+from django.utils import timezone
+
+from billing.charges import Charge
+from billing.services import study_charge_give_back
+from core.storage import delete_stored_file, open_stored_file, stored_file_local_path
+from fmuengine.protocol import RunErrorCode
+from simulations.models import Study, StudyCase, StudyCaseStatus, StudyChunk
+from simulations.run_errors import AppRunErrorCode, refund_due
+from simulations.services.execution import sandbox_limits, sandbox_params
+from simulations.services.studies import STUDY_CHUNK_TASK, study_cases_cents
+from simulations.services.study_lifecycle import (
+    study_count_ended,
+    study_finish_if_ended,
+    study_mark_started,
+)
+from simulations.studies.summary import SummarySpec, summary_compute
+from simulations.studies.tables import ChunkTables, chunk_tables_store
+from simulations.workers import default_worker_name, sandbox_require_ready
+
+logger = logging.getLogger(__name__)
+
+CANCEL_POLL_INTERVAL_SECONDS = 0.5
+# Finished chunks whose pace sizes the next one.
+PACE_CHUNKS = 5
+
+_CASE_STATUS = {
+    "succeeded": StudyCaseStatus.SUCCEEDED,
+    "cancelled": StudyCaseStatus.CANCELLED,
+}
+
+
+@dataclass
+class _CaseEnd:
+    """What a chunk learned about one of its cases, written to its row at the chunk's end."""
+
+    status: str
+    error_code: str = ""
+    message: str = ""
+    summary: dict[str, float] = field(default_factory=dict)
+    rows: int | None = None
+    cpu_seconds: float | None = None
+    wall_seconds: float | None = None
+    started: bool = True  # a case cancelled before it ran is refunded whatever ended it
+
+    @property
+    def refunded(self) -> bool:
+        if self.status == StudyCaseStatus.SUCCEEDED:
+            return False
+        return refund_due(self.error_code or RunErrorCode.SANDBOX_FAILED, started=self.started)
+
+
+def study_chunk_execute(*, study_id: uuid.UUID | str, worker: str = "") -> None:
+    """Claim the study's next queued cases as a chunk, run them, record them.
+
+    Fail closed, like a run: below the required sandbox isolation this raises
+    SandboxNotReady before the claim, and the ticket is handed back (the task retries).
+    """
+    study = Study.objects.filter(pk=study_id).select_related("model").first()
+    if study is None or study.is_finished or study.cancel_requested_at is not None:
+        return
+    if not StudyCase.objects.filter(study=study, status=StudyCaseStatus.QUEUED).exists():
+        return
+    worker = worker or default_worker_name()
+    sandbox_require_ready(worker=worker, simulation_id=f"study {study_id}")
+    claimed = _chunk_claim(study=study, size=chunk_size(study), worker=worker)
+    if claimed is None:
+        return
+    chunk, cases = claimed
+    ends: dict[int, _CaseEnd] = {}
+    work_dir = Path(tempfile.mkdtemp(prefix="fmugw-chunk-"))
+    names = ("", "")
+    try:
+        tables = _chunk_run(study, chunk, cases, ends, work_dir)
+        names = _chunk_store(study, chunk, cases, ends, tables)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    _chunk_record(study, chunk, cases, ends, names)
+
+
+def chunk_size(study: Study) -> int:
+    """Cases for about STUDY_CHUNK_SECONDS of work, at the pace of the study's last chunks."""
+    recent = (
+        StudyChunk.objects.filter(study=study, finished_at__isnull=False, summary_name__gt="")
+        .annotate(cases_count=Count("cases"))
+        .order_by("-number")[:PACE_CHUNKS]
+    )
+    seconds = 0.0
+    count = 0
+    for chunk in recent:
+        assert chunk.finished_at is not None
+        seconds += (chunk.finished_at - chunk.started_at).total_seconds()
+        count += chunk.cases_count
+    if not count or seconds <= 0:
+        return max(1, settings.STUDY_FIRST_CHUNK_CASES)
+    per_case = seconds / count
+    size = int(settings.STUDY_CHUNK_SECONDS / per_case)
+    return max(1, min(settings.STUDY_MAX_CHUNK_CASES, size))
+
+
+def _lease() -> timedelta:
+    return timedelta(seconds=settings.SIMULATION_LEASE_SECONDS)
+
+
+def _chunk_claim(
+    *, study: Study, size: int, worker: str
+) -> tuple[StudyChunk, list[StudyCase]] | None:
+    """The next `size` queued cases, in index order, as a new chunk with a lease."""
+    now = timezone.now()
+    with transaction.atomic():
+        # The study's row first (as cancel and reconciliation take it): chunk numbers are
+        # given one claim at a time, and a cancel is seen before anything is claimed.
+        locked = Study.objects.select_for_update().filter(pk=study.pk).first()
+        if locked is None or locked.is_finished or locked.cancel_requested_at is not None:
+            return None
+        cases = list(
+            StudyCase.objects.select_for_update(skip_locked=True)
+            .filter(study=study, status=StudyCaseStatus.QUEUED)
+            .order_by("index")[:size]
+        )
+        if not cases:
+            return None
+        number = (
+            StudyChunk.objects.filter(study=study).aggregate(last=Max("number"))["last"] or 0
+        ) + 1
+        chunk = StudyChunk.objects.create(
+            study=study, number=number, worker=worker[:255], lease_expires_at=now + _lease()
+        )
+        StudyCase.objects.filter(pk__in=[case.pk for case in cases]).update(
+            status=StudyCaseStatus.RUNNING, chunk=chunk, attempts=F("attempts") + 1
+        )
+        study_mark_started(study_id=study.pk, now=now)
+    return chunk, cases
+
+
+def _model_file(study: Study, work_dir: Path) -> Path:
+    """The model's FMU on this machine: local storage directly, object storage copied once."""
+    model = study.model
+    assert model is not None, "a model is kept while a study of it runs"
+    path = stored_file_local_path(name=model.storage_name)
+    if path is not None:
+        return path
+    path = work_dir / "model.fmu"
+    with open_stored_file(name=model.storage_name) as stored, path.open("wb") as local:
+        shutil.copyfileobj(stored, local, 1024 * 1024)
+    return path
+
+
+def _chunk_run(
+    study: Study,
+    chunk: StudyChunk,
+    cases: list[StudyCase],
+    ends: dict[int, _CaseEnd],
+    work_dir: Path,
+) -> ChunkTables:
+    """Run the chunk's cases in one batch; fills `ends` and the chunk's tables."""
+    from fmuengine.runner import run_batch
+
+    spec = SummarySpec.from_json(study.summary_spec)
+    model = study.model
+    assert model is not None
+    types = {variable["name"]: variable.get("type", "") for variable in model.variables}
+    tables = ChunkTables(
+        directory=work_dir,
+        parameters=list(study.parameters),
+        statistics=list(spec.columns()),
+        parameter_types={name: types.get(name, "") for name in study.parameters},
+    )
+    base = sandbox_params(study.base)
+    batch = [
+        {**base, "start_values": {**(base.get("start_values") or {}), **case.values}}
+        for case in cases
+    ]
+
+    def on_case(outcome: Any) -> None:
+        case = cases[outcome.index]
+        end = _case_end(outcome, spec)
+        ends[case.index] = end
+        trace = outcome.result if end.status == StudyCaseStatus.SUCCEEDED else None
+        end.rows = tables.add_case(
+            index=case.index,
+            status=end.status,
+            error_code=end.error_code,
+            values=case.values,
+            statistics=end.summary,
+            trace=trace,
+        )
+        if end.rows == 0 and trace is None:
+            end.rows = None
+
+    try:
+        outcomes = run_batch(
+            fmu_path=_model_file(study, work_dir),
+            cases=batch,
+            limits=sandbox_limits(study.base),
+            model_key=model.sha256,
+            on_case=on_case,
+            should_cancel=_cancel_checker(study.pk, chunk.pk),
+        )
+        for outcome in outcomes or []:  # any case the callback did not see
+            if cases[outcome.index].index not in ends:
+                on_case(outcome)
+    except Exception:
+        logger.exception("chunk %s of study %s could not be run", chunk.number, study.pk)
+    return tables
+
+
+def _case_end(outcome: Any, spec: SummarySpec) -> _CaseEnd:
+    status = _CASE_STATUS.get(outcome.status, StudyCaseStatus.FAILED)
+    end = _CaseEnd(
+        status=status,
+        error_code="" if status == StudyCaseStatus.SUCCEEDED else (outcome.error_code or ""),
+        message="" if status == StudyCaseStatus.SUCCEEDED else (outcome.message or ""),
+        cpu_seconds=outcome.cpu_seconds,
+        wall_seconds=outcome.wall_seconds,
+    )
+    if status == StudyCaseStatus.CANCELLED:
+        end.error_code = end.error_code or RunErrorCode.CANCELLED
+        # A case stopped before its process started it used nothing.
+        end.started = bool(outcome.wall_seconds)
+    elif status == StudyCaseStatus.FAILED and not end.error_code:
+        end.error_code = RunErrorCode.SANDBOX_FAILED
+    if status == StudyCaseStatus.SUCCEEDED:
+        if outcome.result is None:
+            end.status, end.error_code = StudyCaseStatus.FAILED, RunErrorCode.INVALID_RESULT
+            end.message = "The case succeeded but left no result."
+        else:
+            end.summary = summary_compute(trace=outcome.result, spec=spec)
+    return end
+
+
+def _cancel_checker(study_id, chunk_id):
+    """should_cancel for run_batch: polls the study's cancel request and renews the lease."""
+    last_check = time.monotonic()
+    cancelled = False
+
+    def should_cancel() -> bool:
+        nonlocal last_check, cancelled
+        now = time.monotonic()
+        if cancelled or now - last_check < CANCEL_POLL_INTERVAL_SECONDS:
+            return cancelled
+        last_check = now
+        StudyChunk.objects.filter(pk=chunk_id, finished_at__isnull=True).update(
+            lease_expires_at=timezone.now() + _lease()
+        )
+        cancelled = Study.objects.filter(pk=study_id, cancel_requested_at__isnull=False).exists()
+        return cancelled
+
+    return should_cancel
+
+
+def _chunk_store(
+    study: Study,
+    chunk: StudyChunk,
+    cases: list[StudyCase],
+    ends: dict[int, _CaseEnd],
+    tables: ChunkTables,
+) -> tuple[str, str]:
+    """The chunk's files in storage; on a storage failure its succeeded cases fail (ours)."""
+    _unended_close(study, cases, ends)
+    try:
+        return chunk_tables_store(study_id=study.pk, number=chunk.number, tables=tables)
+    except Exception:
+        logger.exception(
+            "results of chunk %s of study %s could not be stored", chunk.number, study.pk
+        )
+        for end in ends.values():
+            if end.status == StudyCaseStatus.SUCCEEDED:
+                end.status = StudyCaseStatus.FAILED
+                end.error_code = AppRunErrorCode.RESULT_STORAGE_FAILED
+                end.message = "The result could not be stored; the case is not charged."
+        return "", ""
+
+
+def _unended_close(study: Study, cases: list[StudyCase], ends: dict[int, _CaseEnd]) -> None:
+    """Cases the batch did not report: cancelled if the owner asked, else the sandbox's
+    failure (the batch stopped: ours). Neither is charged."""
+    cancel = Study.objects.filter(pk=study.pk, cancel_requested_at__isnull=False).exists()
+    for case in cases:
+        if case.index in ends:
+            continue
+        if cancel:
+            ends[case.index] = _CaseEnd(
+                status=StudyCaseStatus.CANCELLED,
+                error_code=RunErrorCode.CANCELLED,
+                message="Cancelled before it started.",
+                started=False,
+            )
+        else:
+            ends[case.index] = _CaseEnd(
+                status=StudyCaseStatus.FAILED,
+                error_code=RunErrorCode.SANDBOX_FAILED,
+                message="The platform could not run this case; it is not charged.",
+            )
+
+
+def _chunk_record(
+    study: Study,
+    chunk: StudyChunk,
+    cases: list[StudyCase],
+    ends: dict[int, _CaseEnd],
+    names: tuple[str, str],
+) -> None:
+    """Every case's end, the counters, one give-back and the chunk's files, in one
+    transaction; then the next ticket (or the study's end)."""
+    refunded_cases = sum(1 for end in ends.values() if end.refunded)
+    with transaction.atomic():
+        locked_study = Study.objects.select_for_update().filter(pk=study.pk).first()
+        locked = (
+            StudyChunk.objects.select_for_update()
+            .filter(pk=chunk.pk, finished_at__isnull=True)
+            .first()
+            if locked_study is not None
+            else None
+        )
+        if locked_study is None or locked is None:
+            # Deleted meanwhile, or reconciled as lost (its cases went back to the queue):
+            # what this chunk wrote is nobody's.
+            transaction.on_commit(lambda: _files_delete(names))
+            return
+        for case in cases:
+            end = ends[case.index]
+            case.status = end.status
+            case.error_code = str(end.error_code)
+            case.error_message = end.message
+            case.summary = end.summary
+            case.result_rows = end.rows
+            case.cpu_seconds = end.cpu_seconds
+            case.wall_seconds = end.wall_seconds
+        StudyCase.objects.bulk_update(
+            cases,
+            [
+                "status",
+                "error_code",
+                "error_message",
+                "summary",
+                "result_rows",
+                "cpu_seconds",
+                "wall_seconds",
+            ],
+            batch_size=500,
+        )
+        cents = study_cases_cents(locked_study, refunded_cases) if refunded_cases else 0
+        if cents:
+            charge = study_charge_give_back(
+                charge=Charge.from_json(locked_study.charge),
+                cents=cents,
+                reason=f"{refunded_cases} cases failed through the platform's fault",
+            )
+            Study.objects.filter(pk=study.pk).update(charge=charge.to_json())
+        cpu = sum(end.cpu_seconds or 0.0 for end in ends.values())
+        StudyChunk.objects.filter(pk=chunk.pk).update(
+            finished_at=timezone.now(),
+            lease_expires_at=None,
+            summary_name=names[0],
+            trace_name=names[1],
+            cpu_seconds=cpu,
+            refunded_cents=cents,
+        )
+        statuses = [end.status for end in ends.values()]
+        study_count_ended(
+            study_id=study.pk,
+            succeeded=statuses.count(StudyCaseStatus.SUCCEEDED),
+            failed=statuses.count(StudyCaseStatus.FAILED),
+            cancelled=statuses.count(StudyCaseStatus.CANCELLED),
+            cpu_seconds=cpu,
+        )
+        finished = study_finish_if_ended(study_id=study.pk)
+        if not finished and locked_study.cancel_requested_at is None:
+            transaction.on_commit(lambda: _tickets_send(study.pk, 1))
+    if refunded_cases:
+        logger.warning(
+            "study %s chunk %s: %d cases failed through the platform's fault, %d cents given back",
+            study.pk,
+            chunk.number,
+            refunded_cases,
+            cents,
+        )
+
+
+def _tickets_send(study_id, count: int) -> None:
+    """Queue `count` tickets, if queued cases remain (another chunk may have taken them)."""
+    if not StudyCase.objects.filter(study_id=study_id, status=StudyCaseStatus.QUEUED).exists():
+        return
+    for _ in range(count):
+        current_app.send_task(STUDY_CHUNK_TASK, args=[str(study_id)])
+
+
+def _files_delete(names: tuple[str, str]) -> None:
+    for name in names:
+        if name:
+            try:
+                delete_stored_file(name=name)
+            except Exception:
+                logger.exception("could not delete %s (the retention pass will)", name)
+
+
+def reconcile_stale_study_chunks() -> int:
+    """Chunks whose worker stopped renewing their lease: their unended cases go back to
+    the queue (and tickets with them), or fail as worker_lost (refunded) once they have
+    been claimed STUDY_CASE_MAX_ATTEMPTS times. Returns the chunks reconciled."""
+    stale = list(
+        StudyChunk.objects.filter(
+            finished_at__isnull=True, lease_expires_at__lt=timezone.now()
+        ).values_list("pk", "study_id")
+    )
+    for chunk_id, study_id in stale:
+        _chunk_reconcile(chunk_id, study_id)
+    return len(stale)
+
+
+def _chunk_reconcile(chunk_id: int, study_id) -> None:
+    with transaction.atomic():
+        study = Study.objects.select_for_update().filter(pk=study_id).first()
+        chunk = (
+            StudyChunk.objects.select_for_update()
+            .filter(pk=chunk_id, finished_at__isnull=True, lease_expires_at__lt=timezone.now())
+            .first()
+        )
+        if study is None or chunk is None:
+            return
+        running = StudyCase.objects.filter(chunk=chunk, status=StudyCaseStatus.RUNNING)
+        cancel = study.cancel_requested_at is not None
+        lost = running
+        if not cancel:
+            lost = running.filter(attempts__gte=settings.STUDY_CASE_MAX_ATTEMPTS)
+            requeued = running.filter(attempts__lt=settings.STUDY_CASE_MAX_ATTEMPTS).update(
+                status=StudyCaseStatus.QUEUED, chunk=None
+            )
+        else:
+            requeued = 0
+        failed = lost.update(
+            status=StudyCaseStatus.FAILED,
+            error_code=AppRunErrorCode.WORKER_LOST,
+            error_message="The worker running this case stopped; it is not charged.",
+        )
+        if failed:
+            charge = study_charge_give_back(
+                charge=Charge.from_json(study.charge),
+                cents=study_cases_cents(study, failed),
+                reason=f"{failed} cases lost with their worker",
+            )
+            Study.objects.filter(pk=study.pk).update(charge=charge.to_json())
+            study_count_ended(study_id=study.pk, failed=failed)
+        StudyChunk.objects.filter(pk=chunk.pk).update(
+            finished_at=timezone.now(),
+            lease_expires_at=None,
+            refunded_cents=study_cases_cents(study, failed),
+        )
+        study_finish_if_ended(study_id=study.pk)
+        if requeued:
+            tickets = min(settings.STUDY_PARALLEL_CHUNKS, requeued)
+            transaction.on_commit(lambda: _tickets_send(study.pk, tickets))
+    logger.warning(
+        "study %s chunk %s lost its worker: %d cases queued again, %d failed (refunded)",
+        study_id,
+        chunk_id,
+        requeued,
+        failed,
+    )
