@@ -188,7 +188,7 @@ def _chunk_run(
     work_dir: Path,
 ) -> ChunkTables:
     """Run the chunk's cases in one batch; fills `ends` and the chunk's tables."""
-    from fmuengine.runner import run_batch
+    from fmuengine.batch import run_batch
 
     spec = SummarySpec.from_json(study.summary_spec)
     model = study.model

@@ -1,0 +1,228 @@
+"""Study execution at the service level: chunks claimed, run in the sandbox and recorded
+as the worker does (study_chunk_execute), compared with fmpy called directly per case.
+Two real workers: test_study_workers.py."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import fmpy
+import numpy as np
+import pytest
+from django.utils import timezone
+
+from simulations.models import Study, StudyCase, StudyCaseStatus, StudyChunk, StudyStatus
+from simulations.services.studies import study_cancel, study_create
+from simulations.services.study_execution import (
+    chunk_size,
+    reconcile_stale_study_chunks,
+    study_chunk_execute,
+)
+from simulations.studies.summary import SummarySpec, summary_compute
+from simulations.studies.tables import case_trace, summary_columns, summary_iter_rows
+
+pytestmark = pytest.mark.django_db
+
+BASE = {"fmi_type": "CoSimulation", "stop_time": 2.0, "output_interval": 0.01}
+
+
+def study_run(owner, model, request: dict) -> Study:
+    """Create a study and run its chunks one after the other, as tickets would."""
+    study, _ = study_create(owner=owner, model=model, request=request)
+    for _ in range(study.case_count + 1):
+        if not StudyCase.objects.filter(study=study, status=StudyCaseStatus.QUEUED).exists():
+            break
+        study_chunk_execute(study_id=study.pk)
+    study.refresh_from_db()
+    return study
+
+
+def fmpy_trace(fmu_path, values: dict) -> np.ndarray:
+    return fmpy.simulate_fmu(
+        str(fmu_path),
+        fmi_type=BASE["fmi_type"],
+        start_time=0.0,
+        stop_time=BASE["stop_time"],
+        output_interval=BASE["output_interval"],
+        start_values=values,
+    )
+
+
+def assert_cases_equal_fmpy(study: Study, fmu_path) -> None:
+    spec = SummarySpec.from_json(study.summary_spec)
+    for case in StudyCase.objects.filter(study=study).order_by("index"):
+        assert case.status == StudyCaseStatus.SUCCEEDED, (case.error_code, case.error_message)
+        reference = fmpy_trace(fmu_path, case.values)
+        trace = case_trace(study, case.index)
+        assert trace is not None
+        assert list(trace.dtype.names) == list(reference.dtype.names)
+        assert len(trace) == len(reference) == case.result_rows
+        for name in reference.dtype.names:
+            np.testing.assert_allclose(trace[name], reference[name], rtol=0, atol=1e-9)
+        expected = summary_compute(trace=reference, spec=spec)
+        assert case.summary.keys() == expected.keys()
+        for column, value in expected.items():
+            assert case.summary[column] == pytest.approx(value, abs=1e-9), column
+
+
+@pytest.mark.parametrize(
+    "design",
+    [
+        {"kind": "grid", "parameters": {"e": [0.5, 0.9], "h": {"start": 1, "stop": 2, "num": 3}}},
+        {
+            "kind": "cases",
+            "cases": [{"e": 0.6, "h": 1}, {"e": 0.75, "h": 1.5}, {"e": 0.95, "h": 0.5}],
+        },
+        {
+            "kind": "lhs",
+            "samples": 8,
+            "seed": 7,
+            "parameters": {"e": {"low": 0.5, "high": 0.9}, "h": {"low": 1, "high": 3}},
+        },
+    ],
+    ids=["grid", "cases", "lhs"],
+)
+def test_every_case_equals_fmpy_called_directly(user, bouncing_ball, fmu_paths, design):
+    request = {"base": BASE, "design": design, "summary": ["final", "max", "mean", "integral"]}
+    study = study_run(user, bouncing_ball, request)
+    assert study.status == StudyStatus.SUCCEEDED
+    assert study.cases_succeeded == study.case_count
+    assert study.started_at is not None and study.finished_at is not None
+    assert_cases_equal_fmpy(study, fmu_paths["bouncing_ball"])
+    # The summary table says what the cases say, in case order.
+    rows = list(summary_iter_rows(study))
+    columns = summary_columns(study)
+    cases = list(StudyCase.objects.filter(study=study).order_by("index"))
+    assert [row[0] for row in rows] == [case.index for case in cases]
+    for row, case in zip(rows, cases, strict=True):
+        named = dict(zip(columns, row, strict=True))
+        assert named["status"] == "succeeded"
+        assert {name: named[name] for name in study.parameters} == case.values
+        assert {name: named[name] for name in case.summary} == case.summary
+
+
+def test_the_same_seed_gives_the_same_design(user, bouncing_ball):
+    design = {
+        "kind": "lhs",
+        "samples": 16,
+        "seed": 11,
+        "parameters": {"e": {"low": 0.5, "high": 0.9}, "h": {"low": 1, "high": 3}},
+    }
+    request = {"base": BASE, "design": design}
+    first, _ = study_create(owner=user, model=bouncing_ball, request=request)
+    second, _ = study_create(owner=user, model=bouncing_ball, request=request)
+    values = [
+        list(
+            StudyCase.objects.filter(study=study).order_by("index").values_list("values", flat=True)
+        )
+        for study in (first, second)
+    ]
+    assert values[0] == values[1]
+    assert len({tuple(sorted(case.items())) for case in values[0]}) == 16
+    other, _ = study_create(
+        owner=user, model=bouncing_ball, request={**request, "design": {**design, "seed": 12}}
+    )
+    assert (
+        list(
+            StudyCase.objects.filter(study=other).order_by("index").values_list("values", flat=True)
+        )
+        != values[0]
+    )
+
+
+def test_failed_cases_are_listed_with_their_code_and_the_others_stand(user, fmu_paths, settings):
+    from simulations.tests.factories import UploadedModelFactory
+
+    settings.SIMULATION_DEFAULT_WALL_SECONDS = 3
+    model = UploadedModelFactory(owner=user, fmu=fmu_paths["case_behaviour"])
+    cases = [
+        {"mode": 0, "k": 0.5},
+        {"mode": 1, "k": 1.0},
+        {"mode": 0, "k": 2.0},
+        {"mode": 2, "k": 1.0},
+    ]
+    request = {"base": {"stop_time": 1.0}, "design": {"kind": "cases", "cases": cases}}
+    study = study_run(user, model, request)
+    assert study.status == StudyStatus.SUCCEEDED
+    outcome = {
+        case.index: (case.status, case.error_code) for case in StudyCase.objects.filter(study=study)
+    }
+    assert outcome == {
+        0: ("succeeded", ""),
+        1: ("failed", "model_crashed"),
+        2: ("succeeded", ""),
+        3: ("failed", "timeout"),
+    }
+    assert (study.cases_succeeded, study.cases_failed) == (2, 2)
+    assert case_trace(study, 1) is None
+    assert case_trace(study, 2) is not None
+
+
+def test_chunks_grow_to_the_chunk_time_from_the_study_pace(user, bouncing_ball, settings):
+    settings.STUDY_FIRST_CHUNK_CASES = 4
+    settings.STUDY_CHUNK_SECONDS = 1000.0
+    settings.STUDY_MAX_CHUNK_CASES = 50
+    design = {"kind": "grid", "parameters": {"e": {"start": 0.5, "stop": 0.9, "num": 60}}}
+    study, _ = study_create(
+        owner=user, model=bouncing_ball, request={"base": BASE, "design": design}
+    )
+    assert chunk_size(study) == 4
+    study_chunk_execute(study_id=study.pk)
+    # Four cases took far less than 1000 s: the next chunk is as large as allowed.
+    assert chunk_size(study) == 50
+    study_chunk_execute(study_id=study.pk)
+    sizes = [chunk.cases.count() for chunk in StudyChunk.objects.filter(study=study)]
+    assert sizes == [4, 50]
+
+
+def test_a_cancelled_study_claims_nothing_more(user, bouncing_ball):
+    design = {"kind": "grid", "parameters": {"e": {"start": 0.5, "stop": 0.9, "num": 20}}}
+    study, _ = study_create(
+        owner=user, model=bouncing_ball, request={"base": BASE, "design": design}
+    )
+    study_chunk_execute(study_id=study.pk)
+    done = StudyCase.objects.filter(study=study, status=StudyCaseStatus.SUCCEEDED).count()
+    study = study_cancel(study=study)
+    assert study.status == StudyStatus.CANCELLED
+    assert (study.cases_succeeded, study.cases_cancelled) == (done, 20 - done)
+    study_chunk_execute(study_id=study.pk)  # a late ticket does nothing
+    assert StudyChunk.objects.filter(study=study).count() == 1
+
+
+def test_a_chunk_whose_worker_died_gives_its_cases_back_then_fails_them(
+    user, bouncing_ball, settings
+):
+    settings.STUDY_CASE_MAX_ATTEMPTS = 2
+    design = {"kind": "grid", "parameters": {"e": [0.5, 0.6, 0.7]}}
+    study, _ = study_create(
+        owner=user, model=bouncing_ball, request={"base": BASE, "design": design}
+    )
+
+    def chunk_dies() -> StudyChunk:
+        # As a claim leaves it: the cases running in a chunk whose lease is already over.
+        number = StudyChunk.objects.filter(study=study).count() + 1
+        chunk = StudyChunk.objects.create(
+            study=study, number=number, lease_expires_at=timezone.now() - timedelta(seconds=1)
+        )
+        cases = StudyCase.objects.filter(study=study, status=StudyCaseStatus.QUEUED)
+        for case in cases:
+            case.status, case.chunk, case.attempts = (
+                StudyCaseStatus.RUNNING,
+                chunk,
+                case.attempts + 1,
+            )
+            case.save()
+        return chunk
+
+    chunk_dies()
+    assert reconcile_stale_study_chunks() == 1
+    assert StudyCase.objects.filter(study=study, status=StudyCaseStatus.QUEUED).count() == 3
+    chunk_dies()
+    assert reconcile_stale_study_chunks() == 1
+    study.refresh_from_db()
+    assert study.status == StudyStatus.SUCCEEDED  # every case has ended
+    assert study.cases_failed == 3
+    assert set(StudyCase.objects.filter(study=study).values_list("error_code", flat=True)) == {
+        "worker_lost"
+    }
+    assert reconcile_stale_study_chunks() == 0
