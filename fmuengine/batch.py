@@ -127,7 +127,7 @@ class _Batch:
     def remove(self, *names: str) -> None:
         for name in names:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.out / name)
+                os.unlink(os.path.join(self.out, name))
 
     def log_tail(self, name: str, copied: Any) -> str:
         if copied != "copied":
@@ -148,24 +148,27 @@ class _Batch:
             "disk_full": bool(event.get("disk_full")),
             "outputs": {RESULT_FILE: copied.get("npy")},
         }
-        result: np.ndarray | None = None
         try:
             verdict, result = _judge(finished, self.out, self.limits, npy, error)
             status, code, message, _path = verdict
             if code == RunErrorCode.MEMORY_LIMIT and self._retry(index, first_of_job):
                 return False
-            trace = np.array(result) if result is not None else None
             log_tail = self.log_tail(log, copied.get("log"))
         finally:
-            result = None  # the mapping of a file that is removed now
-            self.remove(npy, error, log)
+            self.remove(
+                *(
+                    name
+                    for name, key in ((npy, "npy"), (error, "error.json"), (log, "log"))
+                    if copied.get(key) not in (None, "absent")
+                )
+            )
         self.record(
             CaseOutcome(
                 index=index,
                 status=status,
                 error_code=None if code is None else str(code),
                 message=message,
-                result=trace,
+                result=result,
                 log_tail=log_tail,
                 cpu_seconds=float(event.get("cpu_seconds") or 0.0),
                 wall_seconds=float(event.get("wall_seconds") or 0.0),
@@ -179,7 +182,7 @@ class _Batch:
         purpose (to give the rest a fresh process) gives none."""
         index = self.next
         current = finished.get("current_case")
-        result: np.ndarray | None = None
+        result: np.ndarray | None = None  # read into memory by the verdict
         try:
             if index >= self.count:
                 return
@@ -211,7 +214,7 @@ class _Batch:
                     status=status,
                     error_code=None if code is None else str(code),
                     message=message,
-                    result=np.array(result) if result is not None else None,
+                    result=result,
                     log_tail=log_tail,
                     cpu_seconds=float(finished.get("cpu_seconds") or 0.0),
                     wall_seconds=float(
@@ -220,7 +223,6 @@ class _Batch:
                 )
             )
         finally:
-            result = None
             # The job's own files: the next job's monitor writes them afresh.
             self.remove(RESULT_FILE, ERROR_FILE, LOG_FILE, case_file(index, "log"))
 

@@ -78,7 +78,7 @@ def judge_loading(
     result_name: str = RESULT_FILE,
     error_name: str = ERROR_FILE,
 ) -> tuple[Verdict, np.ndarray | None]:
-    """`judge`, and the result as it was checked (memory-mapped read-only) when the run
+    """`judge`, and the result as it was checked, read into memory, when the run
     succeeded: a batch keeps each case's trace without parsing its file twice."""
     loaded: list[np.ndarray] = []
     verdict = _verdict(finished, out_dir, limits, result_name, error_name, loaded)
@@ -91,7 +91,7 @@ def _verdict(
     limits: SandboxLimits,
     result_name: str,
     error_name: str,
-    loaded: list[np.ndarray],
+    loaded: list[np.ndarray] | None,  # None: the result is checked (mapped), not kept
 ) -> Verdict:
     kind = finished.get("exit_kind")
     # The wait status's exit code or signal number (JSON): an int for "exited"/"signaled".
@@ -171,14 +171,20 @@ def _judge_signal(
 
 
 def _judge_result(
-    finished: dict[str, Any], path: Path, limits: SandboxLimits, loaded: list[np.ndarray]
+    finished: dict[str, Any],
+    path: Path,
+    limits: SandboxLimits,
+    loaded: list[np.ndarray] | None,
 ) -> Verdict:
     copied = (finished.get("outputs") or {}).get(RESULT_FILE)
     if copied == "too_large":
         message = f"The result is larger than the limit of {_mib(limits.file_size_bytes)}."
         return FAILED, RunErrorCode.FILE_SIZE_EXCEEDED, message, None
     try:
-        loaded.append(outputs.read_result(path, max_bytes=limits.file_size_bytes))
+        if loaded is None:
+            outputs.read_result(path, max_bytes=limits.file_size_bytes)
+        else:
+            loaded.append(outputs.load_result(path, max_bytes=limits.file_size_bytes))
     except outputs.InvalidModelOutput as error:
         return (
             FAILED,

@@ -289,8 +289,11 @@ def simulate_cases(batch: Any, first_case: int, case_fd: int, prepared: bool) ->
     if isinstance(loaded, int):
         return loaded  # the job's own failure: the runner gives it to the first case
     unzip_dir, model_description = loaded
+    # "\n" first: ends any junk line the model left on the pipe. The end of a case and
+    # the start of the next go in one write: one wake-up of the monitor per case.
+    started = b"\ns %d\n" % first_case
     for index in range(first_case, len(cases)):
-        _mark(case_fd, b"\ns %d\n" % index)  # "\n" first: ends any junk line before it
+        _mark(case_fd, started)
         params = cases[index] if isinstance(cases[index], dict) else {}
         del _last_reported[:]
         code = _simulate_case(
@@ -301,11 +304,14 @@ def simulate_cases(batch: Any, first_case: int, case_fd: int, prepared: bool) ->
             case_file(index, "npy"),
             case_file(index, "error.json"),
         )
-        _mark(case_fd, b"\ne %d %d\n" % (index, code))
-        if index + 1 < len(cases) and (
-            set(_last_reported) & STATEFUL_FAILURES or not _clean_scratch()
-        ):
+        ended = b"\ne %d %d\n" % (index, code)
+        if index + 1 == len(cases):
+            _mark(case_fd, ended)
+            break
+        if set(_last_reported) & STATEFUL_FAILURES or not _clean_scratch():
+            _mark(case_fd, ended)
             return BATCH_YIELD_EXIT_CODE
+        started = ended + b"s %d\n" % (index + 1)
     return 0
 
 
