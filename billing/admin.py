@@ -1,4 +1,7 @@
-"""Operators: payments, the ledger and credit packs; grant credits, void tokens, refund money.
+"""Operators: payments, the ledger and credit packs; grant credit, void tokens, refund money.
+
+Amounts are money: the ledger's add form takes dollars and cents (12.34), and every list
+shows "$12.34".
 
 Payments and ledger rows are records of money: they are never edited or deleted here.
 Every change goes through billing.services and leaves a ledger row or a payment note.
@@ -18,7 +21,7 @@ from django.http import HttpRequest, HttpResponse
 
 from accounts.models import User
 from billing import selectors, services
-from billing.models import CreditPack, LedgerEntry, Payment
+from billing.models import CreditPack, LedgerEntry, Payment, money_text
 from core.errors import DomainError
 
 if TYPE_CHECKING:
@@ -41,9 +44,18 @@ def _operator(request: HttpRequest) -> User:
 
 @admin.register(CreditPack)
 class CreditPackAdmin(_CreditPackAdmin):
-    list_display = ("name", "runs", "price", "currency", "price_per_run", "active")
+    list_display = ("name", "credit", "price_paid", "runs_at_current_price", "active")
+    fields = ("name", "credit_cents", "price_cents", "currency", "active")
     list_editable = ("active",)
     list_filter = ("active",)
+
+    @admin.display(description="credit", ordering="credit_cents")
+    def credit(self, pack: CreditPack) -> str:
+        return pack.credit_text
+
+    @admin.display(description="price", ordering="price_cents")
+    def price_paid(self, pack: CreditPack) -> str:
+        return pack.price_text
 
     def has_delete_permission(self, request: HttpRequest, obj: CreditPack | None = None) -> bool:
         # Payments keep pointing at the pack they bought; retire a pack by deactivating it.
@@ -52,7 +64,7 @@ class CreditPackAdmin(_CreditPackAdmin):
 
 class LedgerEntryInline(_LedgerEntryInline):
     model = LedgerEntry
-    fields = ("created_at", "kind", "runs", "simulation", "reason", "created_by")
+    fields = ("created_at", "kind", "amount", "simulation", "study", "reason", "created_by")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -61,6 +73,10 @@ class LedgerEntryInline(_LedgerEntryInline):
     def has_add_permission(self, request: HttpRequest, obj: Payment | None = None) -> bool:
         return False
 
+    @admin.display(description="amount")
+    def amount(self, entry: LedgerEntry) -> str:
+        return entry.amount_text
+
 
 @admin.register(Payment)
 class PaymentAdmin(_PaymentAdmin):
@@ -68,8 +84,7 @@ class PaymentAdmin(_PaymentAdmin):
         "created_at",
         "user",
         "purpose",
-        "amount",
-        "currency",
+        "amount_text",
         "status",
         "token_state",
         "stripe_checkout_session_id",
@@ -89,7 +104,9 @@ class PaymentAdmin(_PaymentAdmin):
         "user",
         "purpose",
         "credit_pack",
-        "runs",
+        "credit_text",
+        "cases",
+        "amount_text",
         "amount_cents",
         "currency",
         "status",
@@ -104,6 +121,7 @@ class PaymentAdmin(_PaymentAdmin):
         "token_used_at",
         "token_voided_at",
         "simulation",
+        "study",
         "refunded_at",
         "refunded_cents",
         "notes",
@@ -163,40 +181,52 @@ class PaymentAdmin(_PaymentAdmin):
 
 
 class CreditChangeForm(_LedgerEntryForm):
-    """The ledger's add form: grant (positive) or revoke (negative) credits, with a reason."""
+    """The ledger's add form: grant (positive) or revoke (negative) money, with a reason."""
 
-    runs = forms.IntegerField(
-        help_text="Runs to grant (e.g. 5) or, negative, to revoke (e.g. -5).",
+    amount = forms.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        help_text="Money to grant (e.g. 5.00) or, negative, to revoke (e.g. -5.00).",
     )
     reason = forms.CharField(max_length=255, help_text="Why: kept on the ledger for good.")
 
     class Meta:
         model = LedgerEntry
-        fields = ("user", "runs", "reason")
+        fields = ("user", "reason")
 
-    def clean_runs(self) -> int:
-        runs: int = self.cleaned_data["runs"]
-        if runs == 0:
-            raise forms.ValidationError("Grant or revoke at least one run.")
-        return runs
+    def clean_amount(self) -> int:
+        """The amount in cents (the form takes money as people write it: 12.34)."""
+        cents = int(self.cleaned_data["amount"] * 100)
+        if cents == 0:
+            raise forms.ValidationError("Grant or revoke at least one cent.")
+        return cents
 
     def clean(self) -> dict[str, Any]:
         super().clean()  # BaseModelForm.clean() returns self.cleaned_data, never None
         cleaned = self.cleaned_data
-        user, runs = cleaned.get("user"), cleaned.get("runs")
-        if user is not None and runs is not None and runs < 0:
+        user, cents = cleaned.get("user"), cleaned.get("amount")
+        if user is not None and cents is not None and cents < 0:
             balance = selectors.credit_balance(user=user)
-            if -runs > balance:
-                self.add_error("runs", f"The account holds {balance} credits.")
+            if -cents > balance:
+                self.add_error("amount", f"The account holds {money_text(balance)}.")
         return cleaned
 
 
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(_LedgerEntryAdmin):
-    list_display = ("created_at", "user", "kind", "runs", "reason", "simulation", "payment")
+    list_display = (
+        "created_at",
+        "user",
+        "kind",
+        "amount",
+        "reason",
+        "simulation",
+        "study",
+        "payment",
+    )
     list_filter = ("kind", "created_at")
     search_fields = ("user__email", "reason", "=payment__stripe_checkout_session_id")
-    list_select_related = ("user", "simulation", "payment")
+    list_select_related = ("user", "simulation", "study", "payment")
     date_hierarchy = "created_at"
     raw_id_fields = ("user",)
 
@@ -211,16 +241,22 @@ class LedgerEntryAdmin(_LedgerEntryAdmin):
             kwargs["form"] = CreditChangeForm
         return super().get_form(request, obj, change=change, **kwargs)
 
+    @admin.display(description="amount", ordering="amount_cents")
+    def amount(self, entry: LedgerEntry) -> str:
+        return entry.amount_text
+
     def get_fields(self, request: HttpRequest, obj: LedgerEntry | None = None) -> tuple[str, ...]:
         if obj is None:
-            return ("user", "runs", "reason")
+            return ("user", "amount", "reason")
         return (
             "user",
             "kind",
-            "runs",
+            "amount",
+            "amount_cents",
             "reason",
             "payment",
             "simulation",
+            "study",
             "created_by",
             "created_at",
         )
@@ -239,7 +275,9 @@ class LedgerEntryAdmin(_LedgerEntryAdmin):
         results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
         term = search_term.strip()
         if selectors.is_uuid(term):
-            results = results | queryset.filter(Q(payment_id=term) | Q(simulation_id=term))
+            results = results | queryset.filter(
+                Q(payment_id=term) | Q(simulation_id=term) | Q(study_id=term)
+            )
         return results, may_have_duplicates
 
     def save_model(
@@ -252,21 +290,22 @@ class LedgerEntryAdmin(_LedgerEntryAdmin):
         """Grants and revocations go through the services (balance lock, reason required)."""
         if change:
             return
-        runs, user, reason = form.cleaned_data["runs"], obj.user, form.cleaned_data["reason"]
-        if runs > 0:
+        cents, user, reason = form.cleaned_data["amount"], obj.user, form.cleaned_data["reason"]
+        if cents > 0:
             entry = services.credits_grant(
-                user=user, runs=runs, reason=reason, operator=_operator(request)
+                user=user, cents=cents, reason=reason, operator=_operator(request)
             )
         else:
             entry = services.credits_revoke(
-                user=user, runs=-runs, reason=reason, operator=_operator(request)
+                user=user, cents=-cents, reason=reason, operator=_operator(request)
             )
         obj.pk = entry.pk
         obj.kind = entry.kind
+        obj.amount_cents = entry.amount_cents
         obj.created_at = entry.created_at
 
     def add_view(
         self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        extra_context = {**(extra_context or {}), "title": "Grant or revoke credits"}
+        extra_context = {**(extra_context or {}), "title": "Grant or revoke credit (money)"}
         return super().add_view(request, form_url, extra_context)

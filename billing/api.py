@@ -1,5 +1,5 @@
-"""The account and payments API: what a run costs the key's account and what it holds; a
-caller polls its Payment until it is paid, then reads the token.
+"""The account and payments API: what a run and a study's case cost the key's account and
+what it holds (money); a caller polls its Payment until it is paid, then reads the token.
 
 The account endpoint is here, not in accounts, because it shows billing's balance and
 price: billing may import accounts, accounts never imports billing.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.http import Http404
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
@@ -18,33 +19,48 @@ from rest_framework.views import APIView
 
 from accounts.http import AuthenticatedRequest
 from billing import selectors
-from billing.models import Payment
-from billing.selectors import billing_mode, credit_balance, simulation_price
+from billing.models import Payment, money_text
+from billing.selectors import billing_mode, credit_balance, simulation_price, study_case_price
 from core.openapi import PriceSerializer, errors
 
 
 class AccountApi(APIView):
-    """Who the key belongs to and what a run costs them."""
+    """Who the key belongs to, what it holds (money) and what runs and studies cost."""
 
     @extend_schema_serializer(component_name="Account")
     class OutputSerializer(serializers.Serializer[dict[str, Any]]):
         email = serializers.EmailField()
-        credit_balance = serializers.IntegerField()
+        balance_cents = serializers.IntegerField(help_text="Prepaid credit, in cents.")
+        balance = serializers.CharField(help_text='The same as people read it: "$12.34".')
+        credit_balance = serializers.IntegerField(
+            help_text=(
+                "Deprecated (credit is money now): how many whole runs the balance pays "
+                "for at today's price."
+            )
+        )
         price = PriceSerializer(help_text="What one run costs.")
+        study_case_price = PriceSerializer(help_text="What one case of a study costs.")
         billing_mode = serializers.ChoiceField(choices=["off", "test", "live"])
 
     @extend_schema(
         operation_id="account_retrieve",
         summary="Your account",
-        description="The key's e-mail, remaining run credits, the price of a run, billing mode.",
+        description=(
+            "The key's e-mail, its prepaid credit (money), the price of a run and of a "
+            "study's case, billing mode."
+        ),
         tags=["account"],
         responses={200: OutputSerializer, **errors()},
     )
     def get(self, request: AuthenticatedRequest) -> Response:
+        balance = credit_balance(user=request.user)
         data = {
             "email": request.user.email,
-            "credit_balance": credit_balance(user=request.user),
+            "balance_cents": balance,
+            "balance": money_text(balance),
+            "credit_balance": balance // max(settings.SIMULATION_PRICE_CENTS, 1),
             "price": simulation_price(),
+            "study_case_price": study_case_price(),
             "billing_mode": billing_mode(),
         }
         return Response(self.OutputSerializer(data).data)
@@ -62,19 +78,30 @@ class PaymentOutputSerializer(serializers.ModelSerializer[Payment]):
             "purpose",
             "status",
             "amount",
+            "amount_cents",
             "currency",
-            "runs",
+            "cases",
+            "credit_cents",
             "credit_pack",
             "checkout_url",
             "expires_at",
             "created_at",
             "paid_at",
             "simulation",
+            "study",
         ]
+        extra_kwargs = {
+            "cases": {"help_text": "A study payment: its token pays for a study of this many."},
+            "credit_cents": {"help_text": "A credit pack payment: credit it adds once paid."},
+        }
+
+    study = serializers.UUIDField(source="study_id", allow_null=True)
 
     def get_credit_pack(self, payment: Payment) -> dict[str, Any] | None:
         pack = payment.credit_pack
-        return {"id": pack.pk, "name": pack.name, "runs": payment.runs} if pack else None
+        if pack is None:
+            return None
+        return {"id": pack.pk, "name": pack.name, "credit": payment.credit_text}
 
     def to_representation(self, payment: Payment) -> dict[str, Any]:
         data: dict[str, Any] = super().to_representation(payment)
@@ -101,7 +128,8 @@ class PaidPaymentSerializer(PaymentOutputSerializer):
     """Schema only: the token fields a payment has once paid (shown to its owner only)."""
 
     token = serializers.CharField(
-        required=False, help_text="Send as `Payment-Token` to pay for one run."
+        required=False,
+        help_text="Send as `Payment-Token` to pay for one run (a study payment: one study).",
     )
     token_status = serializers.ChoiceField(
         choices=["unused", "used", "expired", "void"], required=False

@@ -1,8 +1,9 @@
 """Money records: what can be bought, what was paid, and the credit ledger.
 
-The ledger is the truth about credits: an account's balance is the sum of its entries'
-`runs`. Payments hold a 402 quote (or a credit-pack order), its Stripe Checkout Session
-and, for a paid run, the single-use payment token.
+The ledger is the truth about credit: an account's balance is money, the sum of its
+entries' `amount_cents` (a run debits its price, a study the price of its cases).
+Payments hold a 402 quote (for a run or a study) or a credit-pack order, its Stripe
+Checkout Session and, once a quote is paid, the single-use payment token.
 """
 
 from __future__ import annotations
@@ -21,40 +22,69 @@ def format_cents(cents: int) -> str:
     return f"{Decimal(cents) / 100:.2f}"
 
 
+def money_text(cents: int, currency: str | None = None) -> str:
+    """1234 -> "$12.34", -500 -> "-$5.00"; other currencies keep their code: "12.34 EUR".
+
+    The one way people read an amount (pages, the admin, the API's `balance`, 402s).
+    """
+    currency = (currency or settings.SIMULATION_PRICE_CURRENCY).lower()
+    sign = "-" if cents < 0 else ""
+    amount = format_cents(abs(cents))
+    return f"{sign}${amount}" if currency == "usd" else f"{sign}{amount} {currency.upper()}"
+
+
 class CreditPack(models.Model):
-    """Prepaid runs sold through Checkout; operators edit these in the admin."""
+    """Prepaid credit (money) sold through Checkout; operators edit these in the admin.
+
+    A pack sells an amount of credit, not a number of runs: a run debits its price and a
+    study the price of its cases, so one balance pays for both.
+    """
 
     name = models.CharField(max_length=100)
-    runs = models.PositiveIntegerField()
+    credit_cents = models.PositiveIntegerField(
+        help_text="Credit the pack adds to the balance, in cents (may exceed its price)."
+    )
     price_cents = models.PositiveIntegerField()
     currency = models.CharField(max_length=3, default="usd")
     active = models.BooleanField(default=True, help_text="Only active packs are on sale.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["runs", "price_cents"]
+        ordering = ["credit_cents", "price_cents"]
         constraints = [
-            models.CheckConstraint(condition=Q(runs__gt=0), name="credit_pack_runs_positive"),
+            models.CheckConstraint(
+                condition=Q(credit_cents__gt=0), name="credit_pack_credit_positive"
+            ),
             models.CheckConstraint(
                 condition=Q(price_cents__gt=0), name="credit_pack_price_positive"
             ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.name}: {self.runs} runs for {self.price} {self.currency.upper()}"
+        return f"{self.name}: {self.credit_text} of credit for {self.price_text}"
 
     @property
     def price(self) -> str:
         return format_cents(self.price_cents)
 
     @property
-    def price_per_run(self) -> str:
-        return format_cents(round(self.price_cents / self.runs))
+    def price_text(self) -> str:
+        return money_text(self.price_cents, self.currency)
+
+    @property
+    def credit_text(self) -> str:
+        return money_text(self.credit_cents, self.currency)
+
+    @property
+    def runs_at_current_price(self) -> int:
+        """How many runs the credit pays for at today's run price (for people to compare)."""
+        return self.credit_cents // max(settings.SIMULATION_PRICE_CENTS, 1)
 
 
 class PaymentPurpose(models.TextChoices):
     RUN = "run", "One run (HTTP 402)"
     CREDIT_PACK = "credit_pack", "Credit pack"
+    STUDY = "study", "One study (HTTP 402)"
 
 
 class PaymentStatus(models.TextChoices):
@@ -68,8 +98,9 @@ class PaymentStatus(models.TextChoices):
 class Payment(models.Model):
     """One Stripe Checkout Session we created, and what paying it bought.
 
-    A run payment mints a token when the verified webhook says it is paid; the token
-    pays for exactly one run of the same account within PAYMENT_TOKEN_TTL.
+    A run or study payment mints a token when the verified webhook says it is paid; the
+    token pays for exactly one run (a study payment: one study of exactly `cases` cases)
+    of the same account within PAYMENT_TOKEN_TTL. A pack payment adds `credit_cents`.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -80,8 +111,14 @@ class Payment(models.Model):
     credit_pack = models.ForeignKey(
         CreditPack, null=True, blank=True, on_delete=models.PROTECT, related_name="payments"
     )
-    # What this payment buys, fixed when it is created (a pack's runs may be edited later).
-    runs = models.PositiveIntegerField(default=1)
+    # What this payment buys, fixed when it is created (a pack may be edited later): a
+    # pack's credit, or the size of the study a study payment's token pays for.
+    credit_cents = models.PositiveIntegerField(
+        default=0, help_text="Credit a pack payment adds to the balance once paid, in cents."
+    )
+    cases = models.PositiveIntegerField(
+        null=True, blank=True, help_text="A study payment: the cases of the study it pays for."
+    )
     amount_cents = models.PositiveIntegerField()
     currency = models.CharField(max_length=3)
     status = models.CharField(
@@ -116,6 +153,14 @@ class Payment(models.Model):
         related_name="payments",
         help_text="The run this payment's token paid for.",
     )
+    study = models.ForeignKey(
+        "simulations.Study",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="payments",
+        help_text="The study this payment's token paid for.",
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -125,17 +170,34 @@ class Payment(models.Model):
         indexes = [models.Index(fields=["user", "purpose", "status", "-created_at"])]
         constraints = [
             models.CheckConstraint(
-                condition=Q(purpose="run") | Q(credit_pack__isnull=False),
+                condition=~Q(purpose="credit_pack") | Q(credit_pack__isnull=False),
                 name="payment_credit_pack_has_pack",
+            ),
+            models.CheckConstraint(
+                condition=~Q(purpose="study") | Q(cases__gt=0),
+                name="payment_study_has_cases",
             ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_purpose_display()} {self.amount} {self.currency.upper()} ({self.status})"
+        return f"{self.get_purpose_display()} {self.amount_text} ({self.status})"
 
     @property
     def amount(self) -> str:
         return format_cents(self.amount_cents)
+
+    @property
+    def amount_text(self) -> str:
+        return money_text(self.amount_cents, self.currency)
+
+    @property
+    def credit_text(self) -> str:
+        return money_text(self.credit_cents, self.currency)
+
+    @property
+    def pays_with_token(self) -> bool:
+        """Run and study quotes are paid back with a token; a pack adds credit instead."""
+        return self.purpose in (PaymentPurpose.RUN, PaymentPurpose.STUDY)
 
     @property
     def token_state(self) -> str:
@@ -152,26 +214,33 @@ class Payment(models.Model):
 
 
 class LedgerKind(models.TextChoices):
-    PURCHASE = "purchase"  # a paid credit pack (+runs)
-    CHARGE = "charge"  # a run paid from credit (-1)
-    REFUND = "refund"  # a run's charge given back (+1)
-    GRANT = "grant"  # an operator's gift (+runs)
-    REVOCATION = "revocation"  # credits taken back: Stripe refund or operator (-runs)
+    PURCHASE = "purchase"  # a paid credit pack (+its credit)
+    CHARGE = "charge"  # a run or study paid from credit (-its price)
+    REFUND = "refund"  # a run's charge, or part of a study's, given back (+)
+    GRANT = "grant"  # an operator's gift (+)
+    REVOCATION = "revocation"  # credit taken back: Stripe refund or operator (-)
 
 
 class LedgerEntry(models.Model):
-    """One change of an account's credit balance, in runs. Never edited, never deleted."""
+    """One change of an account's credit balance, in cents. Never edited, never deleted."""
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="ledger_entries"
     )
     kind = models.CharField(max_length=16, choices=LedgerKind.choices)
-    runs = models.IntegerField(help_text="Change of the balance, in runs.")
+    amount_cents = models.IntegerField(help_text="Change of the balance, in cents.")
     payment = models.ForeignKey(
         Payment, null=True, blank=True, on_delete=models.PROTECT, related_name="ledger_entries"
     )
     simulation = models.ForeignKey(
         "simulations.Simulation",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="ledger_entries",
+    )
+    study = models.ForeignKey(
+        "simulations.Study",
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
@@ -195,8 +264,8 @@ class LedgerEntry(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=(
-                    Q(kind__in=["purchase", "refund", "grant"], runs__gt=0)
-                    | Q(kind__in=["charge", "revocation"], runs__lt=0)
+                    Q(kind__in=["purchase", "refund", "grant"], amount_cents__gt=0)
+                    | Q(kind__in=["charge", "revocation"], amount_cents__lt=0)
                 ),
                 name="ledger_entry_sign_matches_kind",
             ),
@@ -211,7 +280,16 @@ class LedgerEntry(models.Model):
             models.UniqueConstraint(
                 fields=["simulation"], condition=Q(kind="refund"), name="one_refund_per_run"
             ),
+            # A study is charged once; its refunds are partial, so there may be several.
+            models.UniqueConstraint(
+                fields=["study"], condition=Q(kind="charge"), name="one_charge_per_study"
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.runs:+d} for {self.user}"
+        return f"{self.kind} {self.amount_text} for {self.user}"
+
+    @property
+    def amount_text(self) -> str:
+        """Signed money: "+$5.00", "-$1.00"."""
+        return ("+" if self.amount_cents > 0 else "") + money_text(self.amount_cents)

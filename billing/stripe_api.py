@@ -53,12 +53,14 @@ def checkout_session_create(
     amount_cents: int,
     currency: str,
     expires_at: datetime,
+    quantity: int = 1,
     success_url: str,
     cancel_url: str,
     customer_email: str,
     metadata: dict[str, str],
 ) -> dict[str, Any]:
-    """A one-off Checkout Session (mode payment) for one line item.
+    """A one-off Checkout Session (mode payment) for one line item: `quantity` x
+    `amount_cents` (a study: its cases at the price of one, so the customer sees both).
 
     Stripe's idempotency key is our Payment id, so a retried create returns the same session.
     """
@@ -68,7 +70,7 @@ def checkout_session_create(
         client_reference_id=client_reference_id,
         line_items=[
             {
-                "quantity": 1,
+                "quantity": quantity,
                 "price_data": {
                     "currency": currency,
                     "unit_amount": amount_cents,

@@ -33,7 +33,12 @@ def landing(request: HttpRequest) -> HttpResponse:
     paying works (the price and packs on sale)."""
     price = selectors.simulation_price()
     packs = [
-        {"runs": pack.runs, "price": money_text(pack.price, pack.currency)}
+        {
+            "credit": pack.credit_text,
+            # What the credit pays for at today's price, for templates that count runs.
+            "runs": pack.runs_at_current_price,
+            "price": money_text(pack.price, pack.currency),
+        }
         for pack in selectors.credit_packs_on_sale()
     ]
     context = {
@@ -47,9 +52,11 @@ def landing(request: HttpRequest) -> HttpResponse:
 
 
 def pricing(request: HttpRequest) -> HttpResponse:
-    """Public: the price of a run, what a run may use, and the credit packs on sale."""
+    """Public: the price of a run and of a study's case, what a run may use, and the credit
+    packs on sale."""
     context = {
         "price": selectors.simulation_price(),
+        "study_case_price": selectors.study_case_price(),
         "credit_packs": selectors.credit_packs_on_sale(),
         "limits": {
             "cpu_seconds": settings.SIMULATION_CPU_SECONDS,
@@ -60,7 +67,7 @@ def pricing(request: HttpRequest) -> HttpResponse:
             "upload_mb": settings.FMU_MAX_UPLOAD_BYTES // (1024 * 1024),
         },
         "token_ttl_minutes": settings.PAYMENT_TOKEN_TTL // 60,
-        "balance": selectors.credit_balance(user=request.user),
+        "balance": selectors.credit_balance_text(user=request.user),
     }
     return render(request, "billing/pricing.html", context)
 
@@ -80,10 +87,11 @@ def credit_pack_buy(request: AuthenticatedHttpRequest, pack_id: int) -> HttpResp
 
 @login_required
 def billing_history(request: AuthenticatedHttpRequest) -> HttpResponse:
-    """The account's balance, payments and ledger (credits bought, runs charged, refunds)."""
+    """The account's balance, payments and ledger (credit bought, runs and studies charged,
+    refunds), in money."""
     ledger = Paginator(selectors.ledger_for_owner(owner=request.user), ENTRIES_PER_PAGE)
     context = {
-        "balance": selectors.credit_balance(user=request.user),
+        "balance": selectors.credit_balance_text(user=request.user),
         "payments": selectors.payments_for_owner(owner=request.user)[:ENTRIES_PER_PAGE],
         "ledger_page": ledger.get_page(request.GET.get("page")),
     }
@@ -106,6 +114,7 @@ def payment_detail(request: HttpRequest, payment_id: uuid.UUID) -> HttpResponse:
         "checkout": request.GET.get("checkout", ""),
         "api_url": api_url,
         "is_run": payment.purpose == PaymentPurpose.RUN,
+        "is_study": payment.purpose == PaymentPurpose.STUDY,
         "token_ttl_minutes": settings.PAYMENT_TOKEN_TTL // 60,
         "status_url": reverse("api-payment", args=[payment.pk]),
     }

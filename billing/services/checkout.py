@@ -1,4 +1,5 @@
-"""The 402 and Stripe Checkout: what a caller is sent to pay, for one run or a credit pack.
+"""The 402 and Stripe Checkout: what a caller is sent to pay, for one run, one study or a
+credit pack.
 
 Payments and their Checkout Sessions are made outside any run's transaction, so they
 survive the refusal that asked for them; the account row lock makes concurrent requests
@@ -17,14 +18,21 @@ from django.utils import timezone
 from accounts.models import User
 from billing import selectors, stripe_api
 from billing.locks import lock_account
-from billing.models import CreditPack, Payment, PaymentPurpose, PaymentStatus
+from billing.models import CreditPack, Payment, PaymentPurpose, PaymentStatus, money_text
 from billing.services.common import price_text
 from billing.services.errors import PaymentRequired
+from billing.services.study_charges import study_price_cents
 from core.errors import Conflict
 
 # A 402 reuses the open Payment only while its Checkout Session has this long left,
 # so nobody is sent to a checkout page that closes while they type their card number.
 OPEN_PAYMENT_MIN_REMAINING = timedelta(minutes=5)
+
+# Stripe refuses a card payment below about 50 cents (its "minimum charge amount", per
+# currency: 0.50 USD and EUR, 0.30 GBP ...). A study quoted below this is not sent to
+# Checkout (Stripe would refuse it, and the caller would see a misleading 503): its 402
+# sends the caller to buy credit instead.
+CHECKOUT_MINIMUM_CENTS = 50
 
 
 def run_payment_request(*, user: User, refused: PaymentRequired) -> PaymentRequired:
@@ -39,17 +47,87 @@ def run_payment_request(*, user: User, refused: PaymentRequired) -> PaymentRequi
         "request with the header 'Payment-Token: <token>' (the token appears at "
         "payment.status_url once paid), or buy credits at credit_packs_url.",
         price=selectors.simulation_price(),
-        payment={
-            "id": str(payment.pk),
-            "checkout_url": payment.checkout_url,
-            "expires_at": payment.expires_at.isoformat().replace("+00:00", "Z"),
-            "status_url": reverse("api-payment", args=[payment.pk]),
-            "token_ttl_seconds": settings.PAYMENT_TOKEN_TTL,
-        },
+        payment=_payment_link(payment),
         credit_packs_url=reverse("billing:pricing"),
         code=refused.code,
         **refused.extra,
     )
+
+
+def study_payment_request(*, user: User, refused: PaymentRequired, cases: int) -> PaymentRequired:
+    """The complete 402 for a refused study of `cases` cases: ONE Checkout Session for
+    the total (reusing the account's open one for a study of that size at today's price).
+
+    Called after the study's transaction has rolled back. The body has what a run's 402
+    has (`price` is then the price of one case) plus `cases`, `total` and `total_cents`.
+    A total below Stripe's minimum charge gets no Checkout (`payment` null): the caller
+    is sent to buy credit.
+    """
+    total = study_price_cents(cases=cases)
+    quote = {
+        "price": selectors.study_case_price(),
+        "cases": cases,
+        "total": money_text(total),
+        "total_cents": total,
+        "credit_packs_url": reverse("billing:pricing"),
+    }
+    if total < CHECKOUT_MINIMUM_CENTS:
+        return PaymentRequired(
+            f"{refused.detail} Card payments start at {money_text(CHECKOUT_MINIMUM_CENTS)}: "
+            "buy credit at credit_packs_url, then retry the same request.",
+            payment=None,
+            code=refused.code,
+            **quote,
+            **refused.extra,
+        )
+    payment = study_payment_open_or_create(user=user, cases=cases)
+    return PaymentRequired(
+        f"{refused.detail} Pay {money_text(total)} for the {cases} cases at "
+        "payment.checkout_url, then retry the same request with the header "
+        "'Payment-Token: <token>' (the token appears at payment.status_url once paid; it "
+        f"pays for one study of exactly {cases} cases), or buy credits at credit_packs_url.",
+        payment=_payment_link(payment),
+        code=refused.code,
+        **quote,
+        **refused.extra,
+    )
+
+
+def _payment_link(payment: Payment) -> dict[str, object]:
+    return {
+        "id": str(payment.pk),
+        "checkout_url": payment.checkout_url,
+        "expires_at": payment.expires_at.isoformat().replace("+00:00", "Z"),
+        "status_url": reverse("api-payment", args=[payment.pk]),
+        "token_ttl_seconds": settings.PAYMENT_TOKEN_TTL,
+    }
+
+
+def study_payment_open_or_create(*, user: User, cases: int) -> Payment:
+    """The account's open Payment for a study of `cases` cases, or a new one with its
+    Checkout Session (one line item: `cases` x the price of a case)."""
+    with transaction.atomic():
+        lock_account(user)
+        payment = selectors.open_study_payment(
+            user=user, cases=cases, valid_until=timezone.now() + OPEN_PAYMENT_MIN_REMAINING
+        )
+        if payment is not None:
+            return payment
+        payment = Payment.objects.create(
+            user=user,
+            purpose=PaymentPurpose.STUDY,
+            cases=cases,
+            amount_cents=cases * settings.STUDY_CASE_PRICE_CENTS,
+            currency=settings.SIMULATION_PRICE_CURRENCY,
+            expires_at=timezone.now() + timedelta(seconds=settings.CHECKOUT_SESSION_TTL),
+        )
+        _checkout_session_attach(
+            payment,
+            product_name="FMU Gateway: one case of a study",
+            unit_amount_cents=settings.STUDY_CASE_PRICE_CENTS,
+            quantity=cases,
+        )
+    return payment
 
 
 def run_payment_open_or_create(*, user: User) -> Payment:
@@ -67,12 +145,15 @@ def run_payment_open_or_create(*, user: User) -> Payment:
         payment = Payment.objects.create(
             user=user,
             purpose=PaymentPurpose.RUN,
-            runs=1,
             amount_cents=settings.SIMULATION_PRICE_CENTS,
             currency=settings.SIMULATION_PRICE_CURRENCY,
             expires_at=timezone.now() + timedelta(seconds=settings.CHECKOUT_SESSION_TTL),
         )
-        _checkout_session_attach(payment, product_name="FMU Gateway: one simulation run")
+        _checkout_session_attach(
+            payment,
+            product_name="FMU Gateway: one simulation run",
+            unit_amount_cents=payment.amount_cents,
+        )
     return payment
 
 
@@ -91,7 +172,7 @@ def credit_pack_checkout_start(*, user: User, credit_pack: CreditPack) -> Paymen
                 credit_pack=credit_pack,
                 status=PaymentStatus.PENDING,
                 amount_cents=credit_pack.price_cents,
-                runs=credit_pack.runs,
+                credit_cents=credit_pack.credit_cents,
                 expires_at__gt=timezone.now() + OPEN_PAYMENT_MIN_REMAINING,
             )
             .exclude(checkout_url="")
@@ -103,23 +184,31 @@ def credit_pack_checkout_start(*, user: User, credit_pack: CreditPack) -> Paymen
             user=user,
             purpose=PaymentPurpose.CREDIT_PACK,
             credit_pack=credit_pack,
-            runs=credit_pack.runs,
+            credit_cents=credit_pack.credit_cents,
             amount_cents=credit_pack.price_cents,
             currency=credit_pack.currency,
             expires_at=timezone.now() + timedelta(seconds=settings.CHECKOUT_SESSION_TTL),
         )
         _checkout_session_attach(
-            payment, product_name=f"FMU Gateway: {credit_pack.name} ({credit_pack.runs} runs)"
+            payment,
+            product_name=(f"FMU Gateway: {credit_pack.name} ({credit_pack.credit_text} of credit)"),
+            unit_amount_cents=payment.amount_cents,
         )
     return payment
 
 
-def _checkout_session_attach(payment: Payment, *, product_name: str) -> None:
+def _checkout_session_attach(
+    payment: Payment, *, product_name: str, unit_amount_cents: int, quantity: int = 1
+) -> None:
+    """Create the payment's Checkout Session; unit x quantity is the payment's amount."""
+    if unit_amount_cents * quantity != payment.amount_cents:
+        raise ValueError("The Checkout line item does not add up to the payment's amount.")
     page = settings.SITE_URL.rstrip("/") + reverse("billing:payment", args=[payment.pk])
     session = stripe_api.checkout_session_create(
         client_reference_id=str(payment.pk),
         product_name=product_name,
-        amount_cents=payment.amount_cents,
+        amount_cents=unit_amount_cents,
+        quantity=quantity,
         currency=payment.currency,
         expires_at=payment.expires_at,
         # Stripe fills in {CHECKOUT_SESSION_ID}; the page uses it to show the token to

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.utils import timezone
 
-from billing import selectors
-from billing.models import Payment
+from billing.models import Payment, money_text
 
 
 def price_text() -> str:
     """The price of one run as people read it: "$1.00", or "1.00 EUR"."""
-    price = selectors.simulation_price()
-    symbol = "$" if price["currency"] == "usd" else ""
-    suffix = "" if symbol else f" {price['currency'].upper()}"
-    return f"{symbol}{price['amount']}{suffix}"
+    return money_text(settings.SIMULATION_PRICE_CENTS)
 
 
 def payment_note(payment: Payment, text: str) -> None:

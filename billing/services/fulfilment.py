@@ -97,14 +97,14 @@ def _payment_fulfil(payment: Payment, *, payment_intent_id: str, by: str) -> Non
     payment.paid_at = now
     payment.stripe_payment_intent_id = payment_intent_id
     payment.fulfilled_by_event = by[:255]
-    if payment.purpose == PaymentPurpose.RUN:
+    if payment.pays_with_token:  # a run's or a study's 402: the retry pays with the token
         payment.token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         payment.token_expires_at = now + timedelta(seconds=settings.PAYMENT_TOKEN_TTL)
     else:
         LedgerEntry.objects.create(
             user=payment.user,
             kind=LedgerKind.PURCHASE,
-            runs=payment.runs,
+            amount_cents=payment.credit_cents,
             payment=payment,
             reason=f"bought {payment.credit_pack.name if payment.credit_pack else 'credits'}",
         )
@@ -116,13 +116,18 @@ def _payment_fulfil(payment: Payment, *, payment_intent_id: str, by: str) -> Non
 def _payment_receipt_send(payment_id: uuid.UUID) -> None:
     payment = Payment.objects.select_related("user").get(pk=payment_id)
     page = settings.SITE_URL.rstrip("/") + reverse("billing:payment", args=[payment.pk])
-    if payment.purpose == PaymentPurpose.RUN:
+    if payment.pays_with_token:
+        bought = (
+            "one simulation run"
+            if payment.purpose == PaymentPurpose.RUN
+            else f"one study of {payment.cases} cases"
+        )
         what = (
-            "one simulation run. Your payment token (valid for "
+            f"{bought}. Your payment token (valid for "
             f"{settings.PAYMENT_TOKEN_TTL // 60} minutes) is on {page}"
         )
     else:
-        what = f"{payment.runs} runs of credit, now in your balance. Details: {page}"
+        what = f"{payment.credit_text} of credit, now in your balance. Details: {page}"
     try:
         send_mail(
             subject="FMU Gateway: payment received",
@@ -141,8 +146,9 @@ def payment_refund_from_charge(*, charge_id: str, source: str) -> Payment | None
     """Stripe refunded a charge: void the unused token or take back the unspent credits.
 
     A full refund undoes what the payment bought as far as it is unspent: an unused
-    token is voided, and credits it gave are taken back up to the current balance (a
-    run already delivered stays delivered). A partial refund is recorded and left to an
+    token is voided, and credit it gave (a pack's, or a token-paid run's or study's
+    refunds) is taken back up to the current balance (a run already delivered stays
+    delivered). A partial refund is recorded and left to an
     operator. Idempotent. (`charge_id` is a Stripe Charge, not a run's billing.charges.Charge.)
     """
     charge = stripe_api.charge_retrieve(charge_id)
@@ -188,7 +194,7 @@ def _payment_undo(payment: Payment, *, reason: str, operator: User | None) -> No
         LedgerEntry.objects.create(
             user=payment.user,
             kind=LedgerKind.REVOCATION,
-            runs=-taken,
+            amount_cents=-taken,
             payment=payment,
             reason=reason[:255],
             created_by=operator,

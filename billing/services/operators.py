@@ -1,4 +1,4 @@
-"""What operators do to money in the admin: grant and revoke credits, void tokens, refund.
+"""What operators do to money in the admin: grant and revoke credit, void tokens, refund.
 
 Every change leaves a ledger row (with its operator and reason) or a payment note.
 Giving back a run's charge acts on the run too, so it is simulations' service
@@ -15,37 +15,44 @@ from django.utils import timezone
 from accounts.models import User
 from billing import selectors, stripe_api
 from billing.locks import lock_account, lock_payment
-from billing.models import LedgerEntry, LedgerKind, Payment, PaymentStatus
+from billing.models import LedgerEntry, LedgerKind, Payment, PaymentStatus, money_text
 from billing.services.common import payment_note
 from core.errors import Conflict
 
 
-def credits_grant(*, user: User, runs: int, reason: str, operator: User) -> LedgerEntry:
-    """An operator gives an account credits; the reason is kept on the ledger."""
-    if runs <= 0:
-        raise Conflict("Grant a positive number of runs.")
+def credits_grant(*, user: User, cents: int, reason: str, operator: User) -> LedgerEntry:
+    """An operator gives an account credit (money, in cents); the reason is kept on the
+    ledger."""
+    if cents <= 0:
+        raise Conflict("Grant a positive amount.")
     if not reason.strip():
-        raise Conflict("Say why the credits are granted.")
+        raise Conflict("Say why the credit is granted.")
     return LedgerEntry.objects.create(
-        user=user, kind=LedgerKind.GRANT, runs=runs, reason=reason.strip(), created_by=operator
+        user=user,
+        kind=LedgerKind.GRANT,
+        amount_cents=cents,
+        reason=reason.strip(),
+        created_by=operator,
     )
 
 
-def credits_revoke(*, user: User, runs: int, reason: str, operator: User) -> LedgerEntry:
-    """An operator takes credits back; never more than the account holds."""
-    if runs <= 0:
-        raise Conflict("Revoke a positive number of runs.")
+def credits_revoke(*, user: User, cents: int, reason: str, operator: User) -> LedgerEntry:
+    """An operator takes credit (cents) back; never more than the account holds."""
+    if cents <= 0:
+        raise Conflict("Revoke a positive amount.")
     if not reason.strip():
-        raise Conflict("Say why the credits are revoked.")
+        raise Conflict("Say why the credit is revoked.")
     with transaction.atomic():
         lock_account(user)
         balance = selectors.credit_balance(user=user)
-        if runs > balance:
-            raise Conflict(f"The account holds {balance} credits; cannot revoke {runs}.")
+        if cents > balance:
+            raise Conflict(
+                f"The account holds {money_text(balance)}; cannot revoke {money_text(cents)}."
+            )
         return LedgerEntry.objects.create(
             user=user,
             kind=LedgerKind.REVOCATION,
-            runs=-runs,
+            amount_cents=-cents,
             reason=reason.strip(),
             created_by=operator,
         )

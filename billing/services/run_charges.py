@@ -1,6 +1,7 @@
 """Paying for a run, inside simulation_create's transaction, and giving it back.
 
-A run is paid from credit first, else by a payment token, else refused (PaymentRequired,
+A run is paid from credit first (when the balance holds its price, which is debited),
+else by a payment token, else refused (PaymentRequired,
 which becomes the 402 with a Checkout link: billing.services.checkout). The charge is
 taken inside the run's own transaction, so a run that is not created is not charged.
 The run's side (simulations) stores the returned Charge on the run and hands it back
@@ -19,7 +20,14 @@ from accounts.models import User
 from billing import selectors
 from billing.charges import Charge, ChargeKind
 from billing.locks import lock_account
-from billing.models import LedgerEntry, LedgerKind, Payment, PaymentPurpose, PaymentStatus
+from billing.models import (
+    LedgerEntry,
+    LedgerKind,
+    Payment,
+    PaymentPurpose,
+    PaymentStatus,
+    money_text,
+)
 from billing.services.common import price_text
 from billing.services.errors import PaymentRequired
 
@@ -35,44 +43,71 @@ def run_charge_take(*, user: User, payment_token: str | None = None) -> Charge:
     if not settings.BILLING_ENABLED:
         return Charge(kind=ChargeKind.FREE)
     lock_account(user)
-    if selectors.credit_balance(user=user) > 0:
+    price = settings.SIMULATION_PRICE_CENTS
+    balance = selectors.credit_balance(user=user)
+    if balance >= price:
         entry = LedgerEntry.objects.create(
-            user=user, kind=LedgerKind.CHARGE, runs=-1, reason="run paid from credit"
+            user=user, kind=LedgerKind.CHARGE, amount_cents=-price, reason="run paid from credit"
         )
-        return Charge(kind=ChargeKind.CREDIT, ledger_entry=entry.pk)
+        return Charge(kind=ChargeKind.CREDIT, ledger_entry=entry.pk, amount_cents=price)
     if payment_token:
-        return _payment_token_consume(user=user, token=payment_token.strip())
+        payment = payment_token_consume(user=user, token=payment_token.strip(), cases=None)
+        return Charge(
+            kind=ChargeKind.TOKEN, payment=str(payment.pk), amount_cents=payment.amount_cents
+        )
     raise PaymentRequired(
-        f"You have no credit: this run costs {price_text()}.",
+        f"{credit_text(balance)}: this run costs {price_text()}.",
         payment_token_status="none",  # noqa: S106 (a state, not a secret)
     )
 
 
-def _payment_token_consume(*, user: User, token: str) -> Charge:
-    """One conditional UPDATE: of N concurrent requests with one token exactly one wins."""
+def credit_text(balance: int) -> str:
+    """The start of a 402's detail: what the account holds."""
+    if balance <= 0:
+        return "You have no credit"
+    return f"You have {money_text(balance)} of credit"
+
+
+def payment_token_consume(*, user: User, token: str, cases: int | None) -> Payment:
+    """One conditional UPDATE: of N concurrent requests with one token exactly one wins.
+
+    `cases` None: the token must be a run's; else a study's of exactly that many cases
+    (a token pays for what its Checkout quoted, nothing else).
+    """
     now = timezone.now()
-    consumed = Payment.objects.filter(
+    wanted = (
+        Payment.objects.filter(purpose=PaymentPurpose.RUN)
+        if cases is None
+        else Payment.objects.filter(purpose=PaymentPurpose.STUDY, cases=cases)
+    )
+    consumed = wanted.filter(
         token=token,
         user=user,
-        purpose=PaymentPurpose.RUN,
         status=PaymentStatus.PAID,
         token_used_at__isnull=True,
         token_voided_at__isnull=True,
         token_expires_at__gt=now,
     ).update(token_used_at=now)
     if consumed:
-        payment_id = Payment.objects.filter(token=token).values_list("pk", flat=True).get()
-        return Charge(kind=ChargeKind.TOKEN, payment=str(payment_id))
-    state, detail = _payment_token_refusal(user=user, token=token)
+        return Payment.objects.get(token=token)
+    state, detail = _payment_token_refusal(user=user, token=token, cases=cases)
     raise PaymentRequired(detail, payment_token_status=state)
 
 
-def _payment_token_refusal(*, user: User, token: str) -> tuple[str, str]:
+def _payment_token_refusal(*, user: User, token: str, cases: int | None) -> tuple[str, str]:
     # Another account's token is reported exactly like a made-up one: never reveal it exists.
     payment = Payment.objects.filter(token=token, user=user).first()
     state = payment.token_state if payment else "invalid"
+    what = "one run" if cases is None else f"one study of {cases} cases"
+    if payment is not None and state == "unused":
+        # Unused and valid, but bought for something else: a run's token for a study, a
+        # study's for a run, or a study's for a study of another size.
+        state = "mismatch"
+        bought = "one run" if payment.cases is None else f"one study of {payment.cases} cases"
+        return state, f"This payment token pays for {bought}, not for {what}."
     detail = {
-        "used": "This payment token was already used: a token pays for exactly one run.",
+        "used": "This payment token was already used: a token pays for exactly "
+        f"what it was bought for, once ({what}).",
         "expired": (
             "This payment token has expired: tokens are valid for "
             f"{settings.PAYMENT_TOKEN_TTL // 60} minutes after payment."
@@ -96,12 +131,12 @@ def run_charge_give_back(*, charge: Charge, reason: str, operator: User | None =
     """Give a run's charge back (platform fault, cancel before start, an operator);
     returns the charge to store on the run.
 
-    Both kinds come back as one credit (a ledger refund): a credit charge gets its credit
-    back, and a token charge gets a fresh credit linked to its payment rather than the
-    token re-opened, because a 30-minute token could lapse before the caller retries,
-    while a credit keeps. Giving back twice is a no-op (and the ledger allows one refund
-    per run). Every refund is logged at WARNING with its run and cause: money given back
-    is something an operator must be able to trace.
+    Both kinds come back as credit (a ledger refund of what the run took): a credit charge
+    gets its money back, and a token charge gets fresh credit of what its payment was,
+    linked to its payment, rather than the token re-opened, because a 30-minute token could
+    lapse before the caller retries, while credit keeps. Giving back twice is a no-op
+    (and the ledger allows one refund per run). Every refund is logged at WARNING with its
+    run and cause: money given back is something an operator must be able to trace.
     """
     if not charge.is_refundable:
         return charge
@@ -111,25 +146,28 @@ def run_charge_give_back(*, charge: Charge, reason: str, operator: User | None =
             raise LedgerEntry.DoesNotExist("This credit charge has no ledger entry.")
         charged = LedgerEntry.objects.get(pk=charge.ledger_entry)
         user, payment, simulation_id = charged.user, None, charged.simulation_id
+        cents = -charged.amount_cents
     else:
         if charge.payment is None:  # names no row: as the lookup of None would say
             raise Payment.DoesNotExist("This token charge has no payment.")
         payment = Payment.objects.get(pk=charge.payment)
         user, simulation_id = payment.user, payment.simulation_id
+        cents = payment.amount_cents
     refund = LedgerEntry.objects.create(
         user=user,
         kind=LedgerKind.REFUND,
-        runs=1,
+        amount_cents=cents,
         payment=payment,
         simulation_id=simulation_id,
         reason=reason[:255],
         created_by=operator,
     )
     logger.warning(
-        "refunded run %s to %s (%s charge, ledger entry %s): %s",
+        "refunded run %s to %s (%s charge, %s cents, ledger entry %s): %s",
         simulation_id,
         user.pk,
         charge.kind,
+        cents,
         refund.pk,
         reason,
     )

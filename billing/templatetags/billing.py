@@ -3,13 +3,14 @@ from django.contrib.auth.models import AnonymousUser
 
 from accounts.models import User
 from billing import selectors
+from billing.models import money_text
 
 register = template.Library()
 
 
 @register.simple_tag
-def credit_balance(user: User | AnonymousUser | None) -> int:
-    """The header's balance: runs prepaid by the logged-in account."""
+def credit_balance(user: User | AnonymousUser | None) -> str:
+    """The header's balance: money prepaid by the logged-in account, as text ("$12.34")."""
     if not getattr(user, "is_authenticated", False):
-        return 0
-    return selectors.credit_balance(user=user)
+        return money_text(0)
+    return selectors.credit_balance_text(user=user)

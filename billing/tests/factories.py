@@ -20,7 +20,7 @@ class CreditPackFactory(factory.django.DjangoModelFactory):
         model = CreditPack
 
     name = factory.Sequence(lambda n: f"Pack {n}")
-    runs = 10
+    credit_cents = 1000
     price_cents = 900
     currency = "usd"
 
@@ -42,7 +42,6 @@ class PaymentFactory(factory.django.DjangoModelFactory):
 
     user = factory.SubFactory(UserFactory)
     purpose = PaymentPurpose.RUN
-    runs = 1
     amount_cents = 100
     currency = "usd"
     status = PaymentStatus.PENDING
@@ -54,12 +53,12 @@ class PaymentFactory(factory.django.DjangoModelFactory):
 
 
 class LedgerEntryFactory(factory.django.DjangoModelFactory):
-    """Credits granted by an operator (the simplest way to give an account a balance)."""
+    """Credit (cents) granted by an operator (the simplest way to give an account a balance)."""
 
     class Meta:
         model = LedgerEntry
 
     user = factory.SubFactory(UserFactory)
     kind = LedgerKind.GRANT
-    runs = 5
+    amount_cents = 500
     reason = "granted for a test"

@@ -52,21 +52,25 @@ def test_an_operator_grants_credits_with_a_reason(operator_client):
 
     response = operator_client.post(
         reverse("admin:billing_ledgerentry_add"),
-        {"user": customer.pk, "runs": 5, "reason": "sorry for the outage"},
+        {"user": customer.pk, "amount": "5.25", "reason": "sorry for the outage"},
     )
 
     assert response.status_code == 302
     entry = LedgerEntry.objects.get(user=customer)
-    assert (entry.kind, entry.runs, entry.reason) == (LedgerKind.GRANT, 5, "sorry for the outage")
+    assert (entry.kind, entry.amount_cents, entry.reason) == (
+        LedgerKind.GRANT,
+        525,
+        "sorry for the outage",
+    )
     assert entry.created_by.is_staff
-    assert credit_balance(user=customer) == 5
+    assert credit_balance(user=customer) == 525
 
 
 def test_a_grant_without_a_reason_is_refused(operator_client):
     customer = UserFactory()
 
     response = operator_client.post(
-        reverse("admin:billing_ledgerentry_add"), {"user": customer.pk, "runs": 5, "reason": ""}
+        reverse("admin:billing_ledgerentry_add"), {"user": customer.pk, "amount": "5.00", "reason": ""}
     )
 
     assert response.status_code == 200  # the form again, with its error
@@ -75,15 +79,15 @@ def test_a_grant_without_a_reason_is_refused(operator_client):
 
 def test_an_operator_cannot_revoke_more_than_the_balance(operator_client):
     customer = UserFactory()
-    LedgerEntryFactory(user=customer, runs=2)
+    LedgerEntryFactory(user=customer, amount_cents=200)
 
     refused = operator_client.post(
         reverse("admin:billing_ledgerentry_add"),
-        {"user": customer.pk, "runs": -3, "reason": "too many"},
+        {"user": customer.pk, "amount": "-2.01", "reason": "too many"},
     )
     allowed = operator_client.post(
         reverse("admin:billing_ledgerentry_add"),
-        {"user": customer.pk, "runs": -2, "reason": "granted by mistake"},
+        {"user": customer.pk, "amount": "-2.00", "reason": "granted by mistake"},
     )
 
     assert refused.status_code == 200
@@ -93,7 +97,7 @@ def test_an_operator_cannot_revoke_more_than_the_balance(operator_client):
 
 @pytest.mark.stripe
 def test_an_operator_refunds_a_finished_run(operator_client, api_client, bouncing_ball, billing_on):
-    LedgerEntryFactory(user=api_client.user, runs=1)
+    LedgerEntryFactory(user=api_client.user, amount_cents=100)
     run = api_client.post(SIMULATIONS_URL, {"model": str(bouncing_ball.pk)}, format="json").json()
     Simulation.objects.filter(pk=run["id"]).update(status=SimulationStatus.FAILED)
     charge = LedgerEntry.objects.get(kind=LedgerKind.CHARGE)
@@ -107,7 +111,7 @@ def test_an_operator_refunds_a_finished_run(operator_client, api_client, bouncin
         {"action": "refund_runs", "_selected_action": [charge.pk]},
     )
 
-    assert credit_balance(user=api_client.user) == 1
+    assert credit_balance(user=api_client.user) == 100
     refund = LedgerEntry.objects.get(kind=LedgerKind.REFUND)
     assert refund.created_by is not None
     assert Simulation.objects.get(pk=run["id"]).charge["refunded"] is True
@@ -131,7 +135,7 @@ def test_an_operator_refunds_the_money_in_stripe_and_the_webhook_does_the_rest(
 ):
     from billing import services
 
-    pack = CreditPackFactory(runs=10, price_cents=900)
+    pack = CreditPackFactory(credit_cents=1000, price_cents=900)
     payment = services.credit_pack_checkout_start(user=user, credit_pack=pack)
     billing_on.pay(payment.stripe_checkout_session_id)
     completed = billing_on.session_event(

@@ -126,14 +126,14 @@ def test_reconcile_fulfils_a_missed_payment_and_expires_an_expired_one(
 @pytest.mark.stripe
 def test_reconcile_fulfils_a_missed_credit_pack_once(billing_on):
     user = UserFactory()
-    pack = CreditPackFactory(runs=10, price_cents=900)
+    pack = CreditPackFactory(credit_cents=1000, price_cents=900)
     payment = services.credit_pack_checkout_start(user=user, credit_pack=pack)
     billing_on.pay(payment.stripe_checkout_session_id)
 
     command("reconcile_payments")
     command("reconcile_payments")
 
-    assert credit_balance(user=user) == 10
+    assert credit_balance(user=user) == 1000
 
 
 @pytest.mark.stripe

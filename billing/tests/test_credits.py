@@ -27,7 +27,7 @@ def test_a_credit_pack_bought_on_checkout_pays_for_runs_and_a_platform_fault_ref
     browser, api_client, bouncing_ball, billing_on, webhook, monkeypatch
 ):
     user = api_client.user
-    pack = CreditPackFactory(name="Starter", runs=10, price_cents=900)
+    pack = CreditPackFactory(name="Starter", credit_cents=1050, price_cents=900)
     pricing = browser.get(reverse("billing:pricing")).content.decode()
     assert "Starter" in pricing
     assert "$9.00" in pricing
@@ -46,12 +46,12 @@ def test_a_credit_pack_bought_on_checkout_pays_for_runs_and_a_platform_fault_ref
     assert webhook.deliver(event, to=Client()) == 200
 
     purchase = LedgerEntry.objects.get(user=user)
-    assert (purchase.kind, purchase.runs, purchase.payment_id) == (
+    assert (purchase.kind, purchase.amount_cents, purchase.payment_id) == (
         LedgerKind.PURCHASE,
-        10,
+        1050,
         payment.pk,
     )
-    assert credit_balance(user=user) == 10
+    assert credit_balance(user=user) == 1050
 
     started = api_client.post(SIMULATIONS_URL, run_request(bouncing_ball), format="json")
 
@@ -59,8 +59,8 @@ def test_a_credit_pack_bought_on_checkout_pays_for_runs_and_a_platform_fault_ref
     run = started.json()
     assert run["charge"]["kind"] == "credit"
     charge = LedgerEntry.objects.get(kind=LedgerKind.CHARGE)
-    assert (charge.runs, str(charge.simulation_id)) == (-1, run["id"])
-    assert credit_balance(user=user) == 9
+    assert (charge.amount_cents, str(charge.simulation_id)) == (-100, run["id"])
+    assert credit_balance(user=user) == 950
 
     monkeypatch.setattr(runner, "run_simulation", sandbox_cannot_start)
     failed = simulation_services.simulation_execute(simulation_id=run["id"])
@@ -68,13 +68,13 @@ def test_a_credit_pack_bought_on_checkout_pays_for_runs_and_a_platform_fault_ref
     assert failed.status == SimulationStatus.FAILED
     assert failed.charge["refunded"] is True
     refund = LedgerEntry.objects.get(kind=LedgerKind.REFUND)
-    assert (refund.runs, str(refund.simulation_id)) == (1, run["id"])
-    assert credit_balance(user=user) == 10
+    assert (refund.amount_cents, str(refund.simulation_id)) == (100, run["id"])
+    assert credit_balance(user=user) == 1050
 
 
 @pytest.mark.stripe
 def test_a_model_failure_is_charged(api_client, billing_on, fmu_paths):
-    LedgerEntryFactory(user=api_client.user, runs=1)
+    LedgerEntryFactory(user=api_client.user, amount_cents=100)
     segfault = upload_model(api_client.user, fmu_paths["segfault"])
     run = api_client.post(SIMULATIONS_URL, run_request(segfault), format="json").json()
 
@@ -92,7 +92,7 @@ def test_output_a_model_forged_to_break_the_reader_is_charged_not_refunded(
 ):
     """Before Sandbox v2, reading these raised in the runner (RecursionError,
     MemoryError) and the run became a refunded platform fault: free compute."""
-    LedgerEntryFactory(user=api_client.user, runs=1)
+    LedgerEntryFactory(user=api_client.user, amount_cents=100)
     forger = upload_model(api_client.user, fmu_paths["output_forger"])
     request = run_request(forger, start_values={"how": how})
     run = api_client.post(SIMULATIONS_URL, request, format="json").json()
@@ -107,7 +107,7 @@ def test_output_a_model_forged_to_break_the_reader_is_charged_not_refunded(
 
 @pytest.mark.stripe
 def test_cancelling_a_queued_run_gives_its_credit_back(api_client, bouncing_ball, billing_on):
-    LedgerEntryFactory(user=api_client.user, runs=1)
+    LedgerEntryFactory(user=api_client.user, amount_cents=100)
     run = api_client.post(SIMULATIONS_URL, run_request(bouncing_ball), format="json").json()
     assert credit_balance(user=api_client.user) == 0
 
@@ -115,7 +115,7 @@ def test_cancelling_a_queued_run_gives_its_credit_back(api_client, bouncing_ball
 
     assert cancelled.json()["status"] == "cancelled"
     assert cancelled.json()["charge"]["refunded"] is True
-    assert credit_balance(user=api_client.user) == 1
+    assert credit_balance(user=api_client.user) == 100
 
 
 @pytest.mark.stripe
@@ -131,15 +131,15 @@ def test_a_token_run_that_fails_through_our_fault_becomes_a_credit(
     simulation_services.simulation_execute(simulation_id=run["id"])
 
     refund = LedgerEntry.objects.get(user=api_client.user)
-    assert (refund.kind, refund.runs) == (LedgerKind.REFUND, 1)
+    assert (refund.kind, refund.amount_cents) == (LedgerKind.REFUND, 100)
     assert refund.payment_id == payment.pk
     assert str(refund.simulation_id) == run["id"]
-    assert credit_balance(user=api_client.user) == 1
+    assert credit_balance(user=api_client.user) == 100
 
 
 @pytest.mark.stripe
 def test_a_charge_is_refunded_at_most_once(api_client, bouncing_ball, billing_on):
-    LedgerEntryFactory(user=api_client.user, runs=1)
+    LedgerEntryFactory(user=api_client.user, amount_cents=100)
     run = api_client.post(SIMULATIONS_URL, run_request(bouncing_ball), format="json").json()
     simulation = Simulation.objects.get(pk=run["id"])
 
@@ -149,13 +149,13 @@ def test_a_charge_is_refunded_at_most_once(api_client, bouncing_ball, billing_on
     assert twice == once
     with pytest.raises(IntegrityError):
         LedgerEntry.objects.create(
-            user=api_client.user, kind=LedgerKind.REFUND, runs=1, simulation=simulation
+            user=api_client.user, kind=LedgerKind.REFUND, amount_cents=100, simulation=simulation
         )
 
 
 def test_the_ledger_refuses_entries_whose_sign_contradicts_their_kind(user):
     with pytest.raises(IntegrityError):
-        LedgerEntry.objects.create(user=user, kind=LedgerKind.CHARGE, runs=1)
+        LedgerEntry.objects.create(user=user, kind=LedgerKind.CHARGE, amount_cents=100)
 
 
 # --- Idempotency-Key with billing ---------------------------------------------------------------
@@ -165,7 +165,7 @@ def test_the_ledger_refuses_entries_whose_sign_contradicts_their_kind(user):
 def test_the_same_idempotency_key_and_body_start_one_run_and_charge_once(
     api_client, bouncing_ball, billing_on
 ):
-    LedgerEntryFactory(user=api_client.user, runs=5)
+    LedgerEntryFactory(user=api_client.user, amount_cents=500)
     body = run_request(bouncing_ball)
 
     first = api_client.post(SIMULATIONS_URL, body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
@@ -175,14 +175,14 @@ def test_the_same_idempotency_key_and_body_start_one_run_and_charge_once(
     assert first.json()["id"] == second.json()["id"]
     assert Simulation.objects.count() == 1
     assert LedgerEntry.objects.filter(kind=LedgerKind.CHARGE).count() == 1
-    assert credit_balance(user=api_client.user) == 4
+    assert credit_balance(user=api_client.user) == 400
 
 
 @pytest.mark.stripe
 def test_the_same_idempotency_key_with_another_body_is_a_conflict_and_charges_nothing(
     api_client, bouncing_ball, billing_on
 ):
-    LedgerEntryFactory(user=api_client.user, runs=5)
+    LedgerEntryFactory(user=api_client.user, amount_cents=500)
     api_client.post(
         SIMULATIONS_URL, run_request(bouncing_ball), format="json", HTTP_IDEMPOTENCY_KEY="k-2"
     )
@@ -195,7 +195,7 @@ def test_the_same_idempotency_key_with_another_body_is_a_conflict_and_charges_no
     )
 
     assert conflict.status_code == 409
-    assert credit_balance(user=api_client.user) == 4
+    assert credit_balance(user=api_client.user) == 400
 
 
 @pytest.mark.stripe
@@ -212,23 +212,3 @@ def test_a_retry_with_the_same_key_and_the_spent_token_returns_the_run(
     assert first.status_code == retried.status_code == 202
     assert first.json()["id"] == retried.json()["id"]
     assert Simulation.objects.count() == 1
-
-
-def test_the_seeded_packs_are_10_runs_for_9_dollars_and_50_for_40():
-    from importlib import import_module
-
-    from django.apps import apps
-
-    from billing.models import CreditPack
-
-    seed = import_module("billing.migrations.0002_seed_credit_packs").seed
-    CreditPack.objects.all().delete()
-
-    seed(apps, None)
-    seed(apps, None)  # idempotent
-
-    packs = {
-        (pack.runs, pack.price_cents, pack.currency, pack.active)
-        for pack in CreditPack.objects.all()
-    }
-    assert packs == {(10, 900, "usd", True), (50, 4000, "usd", True)}

@@ -69,7 +69,7 @@ def test_twenty_concurrent_runs_on_five_credits_start_exactly_five(
     shared_billing_web, fake_stripe, customer
 ):
     user, headers, body = customer
-    LedgerEntryFactory(user=user, runs=5)
+    LedgerEntryFactory(user=user, amount_cents=500)
     servers = shared_billing_web(2)
     urls = [servers[i % 2].url for i in range(CONCURRENT_REQUESTS)]
 

@@ -170,7 +170,7 @@ def test_a_made_up_token_gets_the_same_answer(api_client, bouncing_ball, billing
 def test_a_run_uses_credit_before_a_token(api_client, bouncing_ball, billing_on):
     from billing.tests.factories import LedgerEntryFactory
 
-    LedgerEntryFactory(user=api_client.user, runs=1)
+    LedgerEntryFactory(user=api_client.user, amount_cents=100)
     payment = PaymentFactory(user=api_client.user, paid=True)
 
     response = api_client.post(
@@ -193,7 +193,7 @@ def test_the_payment_api_shows_a_payment_to_its_owner_only(api_client, billing_o
 
     assert own.status_code == 200
     assert own.json()["token"] == mine.token
-    assert own.json()["amount"] == "1.00"
+    assert (own.json()["amount"], own.json()["amount_cents"]) == ("1.00", 100)
     assert own.json()["currency"] == "usd"
     assert other.status_code == 404
     assert theirs.token not in other.content.decode()
@@ -225,13 +225,15 @@ def test_billing_off_runs_are_free_and_need_no_payment(api_client, bouncing_ball
 def test_the_account_shows_the_balance_and_billing_mode(api_client, billing_on):
     from billing.tests.factories import LedgerEntryFactory
 
-    LedgerEntryFactory(user=api_client.user, runs=7)
+    LedgerEntryFactory(user=api_client.user, amount_cents=700)
 
     account = api_client.get("/api/v1/account").json()
 
-    assert account["credit_balance"] == 7
+    assert (account["balance_cents"], account["balance"]) == (700, "$7.00")
+    assert account["credit_balance"] == 7  # deprecated: whole runs at today's price
     assert account["billing_mode"] == "test"
     assert account["price"] == {"amount": "1.00", "currency": "usd"}
+    assert account["study_case_price"] == {"amount": "0.02", "currency": "usd"}
 
 
 @pytest.mark.stripe

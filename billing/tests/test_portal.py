@@ -14,15 +14,16 @@ pytestmark = pytest.mark.django_db
 def test_the_pricing_page_shows_the_real_price_packs_and_limits(client, settings, billing_on):
     settings.SIMULATION_PRICE_CENTS = 125
     settings.SIMULATION_CPU_SECONDS = 42
-    CreditPackFactory(name="Team pack", runs=200, price_cents=15000)
-    CreditPackFactory(name="Retired pack", runs=5, price_cents=100, active=False)
+    CreditPackFactory(name="Team pack", credit_cents=20000, price_cents=15000)
+    CreditPackFactory(name="Retired pack", credit_cents=500, price_cents=100, active=False)
 
     page = client.get(reverse("billing:pricing")).content.decode()
 
     assert "$1.25" in page
     assert "Team pack" in page
     assert "$150.00" in page
-    assert "$0.75" in page  # per run
+    assert "$200.00" in page  # the credit it sells
+    assert "<td>160</td>" in page  # runs it pays for at $1.25
     assert "Retired pack" not in page
     assert "CPU time: 42 s" in page
     assert "30 minutes" in page
@@ -37,25 +38,25 @@ def test_the_pricing_page_says_runs_are_free_when_billing_is_off(client):
 
 @pytest.mark.stripe
 def test_the_header_shows_the_balance(browser, user, billing_on):
-    LedgerEntryFactory(user=user, runs=3)
+    LedgerEntryFactory(user=user, amount_cents=1234)
 
     page = browser.get(reverse("billing:pricing")).content.decode()
 
-    assert "Billing · 3 credits" in page
+    assert "Billing · $12.34" in page
 
 
 @pytest.mark.stripe
 def test_billing_history_lists_payments_credits_and_runs(browser, user, billing_on):
     PaymentFactory(user=user, paid=True)
-    LedgerEntryFactory(user=user, runs=4, reason="welcome gift")
+    LedgerEntryFactory(user=user, amount_cents=400, reason="welcome gift")
     PaymentFactory(user=UserFactory(), paid=True, amount_cents=4242)
 
     page = browser.get(reverse("billing:history")).content.decode()
 
-    assert '<strong id="balance">4</strong>' in page
-    assert "1.00 USD" in page
+    assert '<strong id="balance">$4.00</strong>' in page
+    assert "<td>$1.00</td>" in page  # the payment
     assert "welcome gift" in page
-    assert "+4" in page
+    assert "+$4.00" in page
     assert "42.42" not in page  # another account's payment
 
 

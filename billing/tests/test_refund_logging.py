@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.stripe, pytest.mark.django_db]
 def test_a_platform_fault_refund_is_logged_with_run_error_code_and_message(
     api_client, bouncing_ball, billing_on, caplog
 ):
-    LedgerEntryFactory(user=api_client.user, runs=1)
+    LedgerEntryFactory(user=api_client.user, amount_cents=100)
     body = {"model": str(bouncing_ball.pk), "stop_time": 1.0}
     run_id = api_client.post("/api/v1/simulations", body, format="json").json()["id"]
     assert credit_balance(user=api_client.user) == 0
@@ -32,7 +32,7 @@ def test_a_platform_fault_refund_is_logged_with_run_error_code_and_message(
     with caplog.at_level(logging.WARNING):
         assert simulation_services.reconcile_stale_simulations() == 1
 
-    assert credit_balance(user=api_client.user) == 1
+    assert credit_balance(user=api_client.user) == 100
     refund = LedgerEntry.objects.get(kind=LedgerKind.REFUND)
     fault = [
         record
@@ -57,7 +57,7 @@ def test_a_platform_fault_refund_is_logged_with_run_error_code_and_message(
 def test_a_cancel_before_start_refund_is_logged_with_its_reason(
     api_client, bouncing_ball, billing_on, caplog
 ):
-    LedgerEntryFactory(user=api_client.user, runs=1)
+    LedgerEntryFactory(user=api_client.user, amount_cents=100)
     body = {"model": str(bouncing_ball.pk), "stop_time": 1.0}
     run_id = api_client.post("/api/v1/simulations", body, format="json").json()["id"]
 

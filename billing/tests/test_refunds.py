@@ -49,29 +49,29 @@ def test_a_refund_voids_an_unused_token(api_client, bouncing_ball, billing_on, w
 
 
 def test_a_refund_takes_back_the_unspent_credits_of_a_pack_once(user, billing_on, webhook):
-    pack = CreditPackFactory(runs=10, price_cents=900)
+    pack = CreditPackFactory(credit_cents=1000, price_cents=900)
     payment = paid(
         billing_on, webhook, services.credit_pack_checkout_start(user=user, credit_pack=pack)
     )
     for _ in range(3):  # three runs spent
-        LedgerEntry.objects.create(user=user, kind=LedgerKind.CHARGE, runs=-1)
-    assert credit_balance(user=user) == 7
+        LedgerEntry.objects.create(user=user, kind=LedgerKind.CHARGE, amount_cents=-100)
+    assert credit_balance(user=user) == 700
 
     payment = refunded_in_stripe(billing_on, webhook, payment, times=3)
 
     assert payment.status == PaymentStatus.REFUNDED
     revocation = LedgerEntry.objects.get(kind=LedgerKind.REVOCATION)
-    assert (revocation.runs, revocation.payment_id) == (-7, payment.pk)
+    assert (revocation.amount_cents, revocation.payment_id) == (-700, payment.pk)
     assert "Stripe refund of charge ch_" in revocation.reason
     assert credit_balance(user=user) == 0
 
 
 def test_a_refund_never_takes_the_balance_below_zero(user, billing_on, webhook):
-    pack = CreditPackFactory(runs=10, price_cents=900)
+    pack = CreditPackFactory(credit_cents=1000, price_cents=900)
     payment = paid(
         billing_on, webhook, services.credit_pack_checkout_start(user=user, credit_pack=pack)
     )
-    LedgerEntry.objects.create(user=user, kind=LedgerKind.CHARGE, runs=-10)
+    LedgerEntry.objects.create(user=user, kind=LedgerKind.CHARGE, amount_cents=-1000)
 
     payment = refunded_in_stripe(billing_on, webhook, payment)
 
@@ -100,7 +100,7 @@ def test_a_refund_after_the_token_paid_for_a_run_is_recorded(
 
 
 def test_a_partial_refund_is_recorded_and_leaves_the_credits(user, billing_on, webhook):
-    pack = CreditPackFactory(runs=10, price_cents=900)
+    pack = CreditPackFactory(credit_cents=1000, price_cents=900)
     payment = paid(
         billing_on, webhook, services.credit_pack_checkout_start(user=user, credit_pack=pack)
     )
@@ -110,11 +110,11 @@ def test_a_partial_refund_is_recorded_and_leaves_the_credits(user, billing_on, w
     assert payment.status == PaymentStatus.PAID
     assert payment.refunded_cents == 300
     assert "partial refund" in payment.notes
-    assert credit_balance(user=user) == 10
+    assert credit_balance(user=user) == 1000
 
 
 def test_a_refund_of_a_charge_that_is_not_ours_is_ignored(user, billing_on, webhook):
-    pack = CreditPackFactory(runs=10, price_cents=900)
+    pack = CreditPackFactory(credit_cents=1000, price_cents=900)
     payment = paid(
         billing_on, webhook, services.credit_pack_checkout_start(user=user, credit_pack=pack)
     )
@@ -128,4 +128,4 @@ def test_a_refund_of_a_charge_that_is_not_ours_is_ignored(user, billing_on, webh
 
     payment.refresh_from_db()
     assert payment.status == PaymentStatus.PAID
-    assert credit_balance(user=user) == 10
+    assert credit_balance(user=user) == 1000

@@ -25,7 +25,7 @@ def run_payment(user, billing_on) -> Payment:
 
 @pytest.fixture
 def pack_payment(user, billing_on) -> Payment:
-    pack = CreditPackFactory(runs=10, price_cents=900)
+    pack = CreditPackFactory(credit_cents=1000, price_cents=900)
     # factory_boy's CreditPackFactory() makes a CreditPack; mypy takes it for the factory.
     return services.credit_pack_checkout_start(user=user, credit_pack=pack)  # type: ignore[arg-type]
 
@@ -145,11 +145,11 @@ def test_the_same_event_three_times_fulfils_once(
         statuses = [webhook.deliver(event, to=Client()) for _ in range(3)]
 
     assert statuses == [200, 200, 200]
-    assert credit_balance(user=user) == 10
+    assert credit_balance(user=user) == 1000
     assert LedgerEntry.objects.filter(kind=LedgerKind.PURCHASE).count() == 1
     assert Event.objects.count() == 1
     assert len(mail.outbox) == 1
-    assert "10 runs of credit" in mail.outbox[0].body
+    assert "$10.00 of credit" in mail.outbox[0].body
 
 
 def test_different_events_about_one_payment_fulfil_it_once(
@@ -185,7 +185,7 @@ def test_events_out_of_order_end_in_the_right_state(pack_payment, webhook, billi
 
     pack_payment.refresh_from_db()
     assert pack_payment.status == PaymentStatus.PAID
-    assert credit_balance(user=user) == 10
+    assert credit_balance(user=user) == 1000
 
 
 def test_a_completed_but_unpaid_checkout_stays_pending_until_the_money_arrives(

@@ -69,7 +69,7 @@ def _no_stripe_on_a_worker(name):
 def test_a_platform_fault_is_refunded_without_stripe(
     api_client, bouncing_ball, billing_on, as_worker, monkeypatch
 ):
-    LedgerEntryFactory(user=api_client.user, runs=1)
+    LedgerEntryFactory(user=api_client.user, amount_cents=100)
     run = api_client.post(SIMULATIONS_URL, run_request(bouncing_ball), format="json").json()
     assert run["charge"]["kind"] == "credit"
 
@@ -79,7 +79,7 @@ def test_a_platform_fault_is_refunded_without_stripe(
 
     assert failed.status == SimulationStatus.FAILED
     assert failed.charge["refunded"] is True
-    assert credit_balance(user=api_client.user) == 1
+    assert credit_balance(user=api_client.user) == 100
     assert billing_on.requests == []
 
 
@@ -98,7 +98,11 @@ def test_a_token_paid_run_is_refunded_as_a_credit_without_stripe(
     simulation_services.simulation_execute(simulation_id=run["id"])
 
     refund = LedgerEntry.objects.get(user=api_client.user)
-    assert (refund.kind, refund.runs, refund.payment_id) == (LedgerKind.REFUND, 1, payment.pk)
+    assert (refund.kind, refund.amount_cents, refund.payment_id) == (
+        LedgerKind.REFUND,
+        100,
+        payment.pk,
+    )
     assert billing_on.requests == []
 
 
@@ -106,7 +110,7 @@ def test_a_token_paid_run_is_refunded_as_a_credit_without_stripe(
 def test_a_run_whose_worker_was_lost_is_refunded_by_the_beat_without_stripe(
     api_client, bouncing_ball, billing_on, as_worker
 ):
-    LedgerEntryFactory(user=api_client.user, runs=1)
+    LedgerEntryFactory(user=api_client.user, amount_cents=100)
     run = api_client.post(SIMULATIONS_URL, run_request(bouncing_ball), format="json").json()
     Simulation.objects.filter(pk=run["id"]).update(
         status=SimulationStatus.RUNNING, lease_expires_at=timezone.now() - timedelta(seconds=1)
@@ -117,7 +121,7 @@ def test_a_run_whose_worker_was_lost_is_refunded_by_the_beat_without_stripe(
 
     lost = Simulation.objects.get(pk=run["id"])
     assert (lost.error_code, lost.charge["refunded"]) == ("worker_lost", True)
-    assert credit_balance(user=api_client.user) == 1
+    assert credit_balance(user=api_client.user) == 100
     assert billing_on.requests == []
 
 
@@ -135,18 +139,25 @@ def test_the_beat_sends_the_stripe_task_to_the_billing_queue_only(monkeypatch):
     queues = {
         task: celery_app.amqp.router.route(options, task)["queue"].name for task, options in sent
     }
-    assert queues == {
-        "billing.tasks.reconcile_payments": BILLING_QUEUE,
-        "simulations.tasks.reconcile_stale_simulations": celery_app.conf.task_default_queue,
-        "simulations.tasks.apply_storage_retention": celery_app.conf.task_default_queue,
-    }
+    assert queues.pop("billing.tasks.reconcile_payments") == BILLING_QUEUE
+    # Every other entry (the simulation workers' own: these two, and any added since)
+    # stays off the billing queue.
+    assert BILLING_QUEUE not in queues.values()
+    assert queues["simulations.tasks.reconcile_stale_simulations"] == (
+        celery_app.conf.task_default_queue
+    )
+    assert queues["simulations.tasks.apply_storage_retention"] == (
+        celery_app.conf.task_default_queue
+    )
 
 
 def test_only_the_billing_group_consumes_the_billing_queue():
     processes = fly_config()["processes"]
     worker = shlex.split(processes["worker"].split(" -- ", 1)[1])
     billing = shlex.split(processes["billing"])
-    assert "-Q" not in worker  # the default queue only
+    # The simulation workers take every queue but billing's (no -Q: the default one only).
+    worker_queues = worker[worker.index("-Q") + 1].split(",") if "-Q" in worker else []
+    assert BILLING_QUEUE not in worker_queues
     assert billing[billing.index("-Q") + 1] == BILLING_QUEUE
 
 

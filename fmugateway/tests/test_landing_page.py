@@ -111,8 +111,9 @@ def test_shows_the_real_price_the_token_lifetime_and_the_packs_on_sale(client, s
     settings.SIMULATION_PRICE_CENTS = 250
     settings.PAYMENT_TOKEN_TTL = 20 * 60
     CreditPack.objects.all().delete()
-    CreditPack.objects.create(name="Small", runs=10, price_cents=900)
-    CreditPack.objects.create(name="Retired", runs=99, price_cents=100, active=False)
+    # Credit is money: $25.00 of credit is 10 runs at $2.50.
+    CreditPack.objects.create(name="Small", credit_cents=2500, price_cents=900)
+    CreditPack.objects.create(name="Retired", credit_cents=99 * 250, price_cents=100, active=False)
     html = landing_html(client)
     page = outline(html)
     assert page.text_by_id["landing-price"] == "$2.50"
@@ -273,7 +274,7 @@ def test_with_billing_on_the_example_runs_on_credit_and_shows_the_402_without(
     server = shared_billing_gateway.server
     user = UserFactory()
     _api_key, key = api_key_create(user=user)
-    LedgerEntryFactory(user=user, runs=1, reason="credit for the landing page example")
+    LedgerEntryFactory(user=user, amount_cents=100, reason="credit for the landing page example")
 
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()

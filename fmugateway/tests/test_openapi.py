@@ -305,7 +305,7 @@ def test_schemathesis_finds_no_server_errors_and_no_schema_violations(
     _api_key, key = api_key_create(user=user)
     headers = {"Authorization": f"Bearer {key}"}
     # Credit for the two setup runs and a few fuzzed ones; after that POSTs answer 402.
-    LedgerEntryFactory(user=user, runs=5, reason="openapi test credit")
+    LedgerEntryFactory(user=user, amount_cents=500, reason="openapi test credit")
     ids = real_data(server.url, headers, fmu_paths)
     paid = PaymentFactory(user=user, paid=True)
     ids["payment_id"] = [str(paid.pk), str(PaymentFactory(user=user).pk)]
