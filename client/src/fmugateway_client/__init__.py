@@ -6,11 +6,14 @@ client = Client("https://fmugateway.example", "fmu_...")
 model = client.upload_model("BouncingBall.fmu")
 result = client.simulate(model, stop_time=3, start_values={"e": 0.8})
 result.records()   # [{"time": 0.0, "h": 1.0, "v": 0.0}, ...]
+
+study = client.create_study(model, design={"kind": "grid", "parameters": {"e": [0.5, 0.9]}})
+study.wait(progress=True).summary()   # one row per case (a DataFrame when pandas is there)
 """
 
 __version__ = "0.1.0"
 
-from fmugateway_client.client import Client, print_checkout_notice
+from fmugateway_client.client import Client
 from fmugateway_client.errors import (
     ApiError,
     AuthenticationError,
@@ -29,6 +32,7 @@ from fmugateway_client.errors import (
     TransportError,
     ValidationError,
 )
+from fmugateway_client.notices import print_checkout_notice, print_study_checkout_notice
 from fmugateway_client.resources import (
     Account,
     Model,
@@ -39,6 +43,15 @@ from fmugateway_client.resources import (
     Variable,
 )
 from fmugateway_client.result import Result
+from fmugateway_client.studies import (
+    Study,
+    StudyCase,
+    StudyCaseCounts,
+    StudyPrice,
+    StudyProgressBar,
+    StudyQuote,
+    StudyTimeout,
+)
 
 __all__ = [
     "Account",
@@ -63,9 +76,17 @@ __all__ = [
     "SimulationError",
     "SimulationFailed",
     "SimulationTimeout",
+    "Study",
+    "StudyCase",
+    "StudyCaseCounts",
+    "StudyPrice",
+    "StudyProgressBar",
+    "StudyQuote",
+    "StudyTimeout",
     "TransportError",
     "ValidationError",
     "Variable",
     "__version__",
     "print_checkout_notice",
+    "print_study_checkout_notice",
 ]

@@ -134,31 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         "given come from the model's DefaultExperiment.",
     )
     run.add_argument("model", help="model id")
-    run.add_argument("--start-time", type=float)
-    run.add_argument("--stop-time", type=float)
-    run.add_argument("--output-interval", type=float)
-    run.add_argument("--step-size", type=float)
-    run.add_argument("--tolerance", type=float, dest="relative_tolerance", metavar="REL_TOL")
-    run.add_argument("--fmi-type", choices=["CoSimulation", "ModelExchange"])
-    run.add_argument("--solver", choices=["CVode", "Euler"])
-    run.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a start value (repeatable); numbers and true/false are sent as such",
-    )
-    run.add_argument(
-        "--input", type=Path, metavar="CSV", help="input signals: a CSV with time first"
-    )
-    run.add_argument(
-        "--output",
-        action="append",
-        default=[],
-        metavar="NAMES",
-        help="variables to record, comma-separated (repeatable); default: the outputs",
-    )
-    run.add_argument("--timeout", type=float, help="the run's own time limit in seconds")
+    add_run_parameters(run)
     run.add_argument("-o", "--out", type=Path, help="write the CSV here instead of stdout")
     run.add_argument(
         "--no-wait", action="store_true", help="print the run id once queued and return"
@@ -207,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = add_command("cancel", help="cancel a queued or running run")
     cancel.add_argument("run", help="run id")
     cancel.set_defaults(handler=command_cancel)
+
+    from fmugateway_client.cli_studies import add_study_commands
+
+    study = add_command("study", help="run many cases of one model: sweeps, DOE")
+    add_study_commands(study, parents=[json_option])
     return parser
 
 
@@ -301,19 +282,7 @@ def command_variables(args: argparse.Namespace) -> int:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    parameters: dict[str, Any] = {
-        "start_time": args.start_time,
-        "stop_time": args.stop_time,
-        "output_interval": args.output_interval,
-        "step_size": args.step_size,
-        "relative_tolerance": args.relative_tolerance,
-        "fmi_type": args.fmi_type,
-        "solver": args.solver,
-        "start_values": parse_start_values(args.set) or None,
-        "input": read_input_csv(args.input) if args.input else None,
-        "output": [n.strip() for part in args.output for n in part.split(",") if n.strip()] or None,
-        "timeout": args.timeout,
-    }
+    parameters = run_parameters(args)
     wait_for_payment = args.wait_for_payment
     if wait_for_payment is None:
         wait_for_payment = sys.stdin.isatty() and sys.stderr.isatty()
@@ -394,6 +363,52 @@ def command_payment(args: argparse.Namespace) -> int:
 
 
 # --- helpers for the commands -----------------------------------------------------------
+
+
+def add_run_parameters(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """A run's own options (`run`, and the base of every case of `study create`)."""
+    parser.add_argument("--start-time", type=float)
+    parser.add_argument("--stop-time", type=float)
+    parser.add_argument("--output-interval", type=float)
+    parser.add_argument("--step-size", type=float)
+    parser.add_argument("--tolerance", type=float, dest="relative_tolerance", metavar="REL_TOL")
+    parser.add_argument("--fmi-type", choices=["CoSimulation", "ModelExchange"])
+    parser.add_argument("--solver", choices=["CVode", "Euler"])
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a start value (repeatable); numbers and true/false are sent as such",
+    )
+    parser.add_argument(
+        "--input", type=Path, metavar="CSV", help="input signals: a CSV with time first"
+    )
+    parser.add_argument(
+        "--output",
+        action="append",
+        default=[],
+        metavar="NAMES",
+        help="variables to record, comma-separated (repeatable); default: the outputs",
+    )
+    parser.add_argument("--timeout", type=float, help="the run's own time limit in seconds")
+
+
+def run_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's fields from add_run_parameters' options (None: the model's default)."""
+    return {
+        "start_time": args.start_time,
+        "stop_time": args.stop_time,
+        "output_interval": args.output_interval,
+        "step_size": args.step_size,
+        "relative_tolerance": args.relative_tolerance,
+        "fmi_type": args.fmi_type,
+        "solver": args.solver,
+        "start_values": parse_start_values(args.set) or None,
+        "input": read_input_csv(args.input) if args.input else None,
+        "output": [n.strip() for part in args.output for n in part.split(",") if n.strip()] or None,
+        "timeout": args.timeout,
+    }
 
 
 def connect() -> Client:

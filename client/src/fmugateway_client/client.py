@@ -12,11 +12,12 @@ import webbrowser
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, TypeVar, overload
 
 import requests
 
 from fmugateway_client import __version__
+from fmugateway_client.bodies import simulation_request, study_request
 from fmugateway_client.errors import (
     PaymentFailed,
     PaymentRequired,
@@ -28,14 +29,18 @@ from fmugateway_client.errors import (
     api_error_from_response,
     retry_after_seconds,
 )
+from fmugateway_client.notices import print_checkout_notice, print_study_checkout_notice
 from fmugateway_client.resources import Account, Model, Payment, Simulation, Variable
 from fmugateway_client.result import Result
+from fmugateway_client.studies import Study, StudyQuote
 
 ModelRef = str | Model
 RunRef = str | Simulation
 ProgressCallback = Callable[[Simulation], None]
 CheckoutNotice = Callable[[PaymentRequired], None]
 PaymentMode = Literal["raise", "wait"]
+SummaryRequest = str | Sequence[str] | Mapping[str, Sequence[str]]
+T = TypeVar("T")
 
 # The server holds ?wait=N for at most 30 s; asking for less keeps clear of proxies'
 # idle timeouts. With a progress callback, shorter holds let progress show while it runs.
@@ -47,25 +52,6 @@ PAYMENT_EXPIRY_GRACE_SECONDS = 60.0
 PAGE_SIZE = 100
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 MAX_RETRY_SLEEP_SECONDS = 30.0
-
-
-def print_checkout_notice(required: PaymentRequired) -> None:
-    """The default notice in "wait" mode: where to pay, on stderr (stdout may be data)."""
-    price = f"a run costs {required.price}" if required.price else "this run must be paid"
-    refused = {
-        "used": " (the payment token was already used)",
-        "expired": " (the payment token has expired)",
-        "void": " (the payment token was voided)",
-        "invalid": " (the payment token is not valid for this account)",
-    }.get(required.payment_token_status or "", "")
-    lines = [
-        f"Payment required: no credit left and {price}{refused}.",
-        f"Pay here: {required.checkout_url}",
-    ]
-    if required.expires_at:
-        lines.append(f"The link is valid until {required.expires_at:%Y-%m-%d %H:%M} UTC.")
-    lines.append("Waiting for the payment to arrive (Ctrl-C to stop waiting)...")
-    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 class Client:
@@ -179,8 +165,6 @@ class Client:
         with its Payment-Token. Every attempt carries the same Idempotency-Key (made
         here unless given), so retries of one call never start or charge a second run.
         """
-        if on_payment_required not in ("raise", "wait"):
-            raise ValueError('on_payment_required is "raise" or "wait"')
         body = simulation_request(
             _id(model),
             start_time=start_time,
@@ -196,22 +180,15 @@ class Client:
             timeout=timeout,
         )
         key = idempotency_key or str(uuid.uuid4())
-        try:
-            return self._post_simulation(body, idempotency_key=key, payment_token=payment_token)
-        except PaymentRequired as required:
-            if on_payment_required != "wait" or not required.payment_id:
-                raise
-            if checkout_notice is not None:
-                checkout_notice(required)
-            if open_browser and required.checkout_url and _attached_to_terminal():
-                webbrowser.open(required.checkout_url)
-            paid = self.wait_for_payment(
-                required.payment_id,
-                timeout=payment_timeout,
-                poll_interval=payment_poll_interval,
-                expires_at=required.expires_at,
-            )
-            return self._post_simulation(body, idempotency_key=key, payment_token=paid.token)
+        return self._paying(
+            lambda token: Simulation.from_json(self._post("simulations", body, key, token)),
+            payment_token=payment_token,
+            on_payment_required=on_payment_required,
+            open_browser=open_browser,
+            checkout_notice=checkout_notice,
+            payment_timeout=payment_timeout,
+            payment_poll_interval=payment_poll_interval,
+        )
 
     def simulation(self, run: RunRef, *, wait: float = 0.0) -> Simulation:
         """The run's state; with `wait`, the server holds the answer up to that many
@@ -342,22 +319,105 @@ class Client:
         params = {"format": "csv"}
         if variables:
             params["variables"] = ",".join(variables)
-        response = self._request(
-            "GET", f"simulations/{_id(run)}/result", params=params, stream=True
+        return self._download(f"simulations/{_id(run)}/result", params, path)
+
+    # --- studies ----------------------------------------------------------------------
+
+    # A dry run answers with a quote, not a study (overloads for type checkers).
+    @overload
+    def create_study(
+        self,
+        model: ModelRef | os.PathLike[str],
+        *,
+        design: Mapping[str, Any],
+        base: Mapping[str, Any] | None = None,
+        summary: SummaryRequest | None = None,
+        dry_run: Literal[False] = False,
+        idempotency_key: str | None = None,
+        payment_token: str | None = None,
+        on_payment_required: PaymentMode = "raise",
+        open_browser: bool = False,
+        checkout_notice: CheckoutNotice | None = print_study_checkout_notice,
+        payment_timeout: float | None = None,
+        payment_poll_interval: float = PAYMENT_POLL_SECONDS,
+    ) -> Study: ...
+
+    @overload
+    def create_study(
+        self,
+        model: ModelRef | os.PathLike[str],
+        *,
+        design: Mapping[str, Any],
+        base: Mapping[str, Any] | None = None,
+        summary: SummaryRequest | None = None,
+        dry_run: Literal[True],
+        idempotency_key: str | None = None,
+        payment_token: str | None = None,
+        on_payment_required: PaymentMode = "raise",
+        open_browser: bool = False,
+        checkout_notice: CheckoutNotice | None = print_study_checkout_notice,
+        payment_timeout: float | None = None,
+        payment_poll_interval: float = PAYMENT_POLL_SECONDS,
+    ) -> StudyQuote: ...
+
+    def create_study(
+        self,
+        model: ModelRef | os.PathLike[str],
+        *,
+        design: Mapping[str, Any],
+        base: Mapping[str, Any] | None = None,
+        summary: SummaryRequest | None = None,
+        dry_run: bool = False,
+        idempotency_key: str | None = None,
+        payment_token: str | None = None,
+        on_payment_required: PaymentMode = "raise",
+        open_browser: bool = False,
+        checkout_notice: CheckoutNotice | None = print_study_checkout_notice,
+        payment_timeout: float | None = None,
+        payment_poll_interval: float = PAYMENT_POLL_SECONDS,
+    ) -> Study | StudyQuote:
+        """Start a study: every case is a run of `model` with `base` (a run's fields, e.g.
+        {"stop_time": 3, "output": ["h"]}) and the start values `design` gives it.
+
+        `model` is a model id, a Model, or the path of an .fmu to upload first. `summary`
+        names the statistics kept per case (see the README). With dry_run=True nothing is
+        created or charged: the answer is a StudyQuote (case count, price, normalised
+        design). On 402 the whole study is paid at once, as start_simulation does for a
+        run (on_payment_required="wait"); every attempt carries one Idempotency-Key.
+        """
+        model_id = self._model_id(model)
+        body = study_request(model_id, design=design, base=base, summary=summary)
+        if dry_run:
+            quote = self._json("POST", "studies", params={"dry_run": "true"}, json=body, retry=True)
+            return StudyQuote.from_json(quote)
+        key = idempotency_key or str(uuid.uuid4())
+        return self._paying(
+            lambda token: Study(self, self._post("studies", body, key, token)),
+            payment_token=payment_token,
+            on_payment_required=on_payment_required,
+            open_browser=open_browser,
+            checkout_notice=checkout_notice,
+            payment_timeout=payment_timeout,
+            payment_poll_interval=payment_poll_interval,
         )
-        with response:
-            if not isinstance(path, str | os.PathLike):
-                _copy_body(response, path)
-                return None
-            target = Path(path)
-            partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
-            try:
-                with partial.open("wb") as handle:
-                    _copy_body(response, handle)
-                partial.replace(target)
-            finally:
-                partial.unlink(missing_ok=True)
-        return target
+
+    def study(self, study: str | Study) -> Study:
+        """A study by id, as it is now."""
+        study_id = study.id if isinstance(study, Study) else str(study)
+        return Study(self, self._json("GET", f"studies/{study_id}"))
+
+    def studies(self, *, status: str | None = None) -> list[Study]:
+        """All of the account's studies, newest first; `status` filters (e.g. "running")."""
+        params = {"status": status} if status else {}
+        return [Study(self, item) for item in self._all_pages("studies", params)]
+
+    def _model_id(self, model: ModelRef | os.PathLike[str]) -> str:
+        """A model's id; an .fmu path is uploaded first."""
+        if isinstance(model, os.PathLike) or (
+            isinstance(model, str) and model.lower().endswith(".fmu")
+        ):
+            return self.upload_model(model).id
+        return _id(model)
 
     # --- payments ---------------------------------------------------------------------
 
@@ -398,15 +458,67 @@ class Client:
 
     # --- HTTP -------------------------------------------------------------------------
 
-    def _post_simulation(
-        self, body: dict[str, Any], *, idempotency_key: str, payment_token: str | None
-    ) -> Simulation:
+    def _post(
+        self, path: str, body: dict[str, Any], idempotency_key: str, payment_token: str | None
+    ) -> Any:
+        """A paid POST, safe to repeat: the same Idempotency-Key on every attempt."""
         headers = {"Idempotency-Key": idempotency_key}
         if payment_token:
             headers["Payment-Token"] = payment_token
-        return Simulation.from_json(
-            self._json("POST", "simulations", json=body, headers=headers, retry=True)
-        )
+        return self._json("POST", path, json=body, headers=headers, retry=True)
+
+    def _paying(
+        self,
+        post: Callable[[str | None], T],
+        *,
+        payment_token: str | None,
+        on_payment_required: PaymentMode,
+        open_browser: bool,
+        checkout_notice: CheckoutNotice | None,
+        payment_timeout: float | None,
+        payment_poll_interval: float,
+    ) -> T:
+        """post(payment_token); on 402 in "wait" mode: show where to pay, wait for the
+        payment, and post again with its token (the caller's post keeps one key)."""
+        if on_payment_required not in ("raise", "wait"):
+            raise ValueError('on_payment_required is "raise" or "wait"')
+        try:
+            return post(payment_token)
+        except PaymentRequired as required:
+            if on_payment_required != "wait" or not required.payment_id:
+                raise
+            if checkout_notice is not None:
+                checkout_notice(required)
+            if open_browser and required.checkout_url and _attached_to_terminal():
+                webbrowser.open(required.checkout_url)
+            paid = self.wait_for_payment(
+                required.payment_id,
+                timeout=payment_timeout,
+                poll_interval=payment_poll_interval,
+                expires_at=required.expires_at,
+            )
+            return post(paid.token)
+
+    def _download(
+        self, path: str, params: dict[str, str], target: str | os.PathLike[str] | IO[bytes]
+    ) -> Path | None:
+        """Stream a GET's body to a file path or binary file. A path is written through a
+        temporary file beside it, so a broken download never leaves a half file under the
+        final name. Returns the path (None for a file object)."""
+        response = self._request("GET", path, params=params, stream=True)
+        with response:
+            if not isinstance(target, str | os.PathLike):
+                _copy_body(response, target)
+                return None
+            final = Path(target)
+            partial = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.part")
+            try:
+                with partial.open("wb") as handle:
+                    _copy_body(response, handle)
+                partial.replace(final)
+            finally:
+                partial.unlink(missing_ok=True)
+        return final
 
     def _url(self, path: str) -> str:
         if path.startswith("/"):  # a path the API gave us, e.g. result_url
@@ -475,32 +587,6 @@ class Client:
             items.extend(page["results"])
             if not page.get("next") or not page["results"]:
                 return items
-
-
-def simulation_request(model_id: str, **parameters: Any) -> dict[str, Any]:
-    """The POST /simulations body: the API's field names, without the None ones."""
-    body: dict[str, Any] = {"model": model_id}
-    for name, value in parameters.items():
-        if value is None:
-            continue
-        if name == "input":
-            value = _input_table(value)
-        elif name == "output" and isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        elif name == "output" or name == "start_values":
-            value = list(value) if name == "output" else dict(value)
-        body[name] = value
-    return body
-
-
-def _input_table(value: Any) -> dict[str, list[Any]]:
-    """{"time": [...], "u": [...]} from a mapping of columns or a numpy structured array."""
-    names = getattr(getattr(value, "dtype", None), "names", None)
-    if names:
-        return {name: value[name].tolist() for name in names}
-    if isinstance(value, Mapping):
-        return {str(name): list(column) for name, column in value.items()}
-    raise TypeError('input is {"time": [...], "<input name>": [...]} or a structured array')
 
 
 def _id(reference: ModelRef | RunRef) -> str:

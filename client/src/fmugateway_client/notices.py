@@ -1,0 +1,41 @@
+"""What the client prints on stderr while it waits for a payment (stdout may be data)."""
+
+from __future__ import annotations
+
+import sys
+
+from fmugateway_client.errors import PaymentRequired
+
+
+def print_checkout_notice(required: PaymentRequired) -> None:
+    """The default notice in "wait" mode: where to pay, on stderr (stdout may be data)."""
+    price = f"a run costs {required.price}" if required.price else "this run must be paid"
+    refused = {
+        "used": " (the payment token was already used)",
+        "expired": " (the payment token has expired)",
+        "void": " (the payment token was voided)",
+        "invalid": " (the payment token is not valid for this account)",
+    }.get(required.payment_token_status or "", "")
+    lines = [
+        f"Payment required: no credit left and {price}{refused}.",
+        f"Pay here: {required.checkout_url}",
+    ]
+    if required.expires_at:
+        lines.append(f"The link is valid until {required.expires_at:%Y-%m-%d %H:%M} UTC.")
+    lines.append("Waiting for the payment to arrive (Ctrl-C to stop waiting)...")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def print_study_checkout_notice(required: PaymentRequired) -> None:
+    """The default notice when waiting for a study's payment: the case count, where to pay."""
+    cases = required.body.get("cases")
+    what = f"this study of {cases} cases" if cases else "this study"
+    price = f" costs {required.price}" if required.price else " must be paid"
+    lines = [
+        f"Payment required: no credit left and {what}{price}.",
+        f"Pay here: {required.checkout_url}",
+    ]
+    if required.expires_at:
+        lines.append(f"The link is valid until {required.expires_at:%Y-%m-%d %H:%M} UTC.")
+    lines.append("Waiting for the payment to arrive (Ctrl-C to stop waiting)...")
+    print("\n".join(lines), file=sys.stderr, flush=True)
