@@ -71,7 +71,7 @@ class _CaseEnd:
     status: str
     error_code: str = ""
     message: str = ""
-    summary: dict[str, float] = field(default_factory=dict)
+    summary: dict[str, float | None] = field(default_factory=dict)
     rows: int | None = None
     cpu_seconds: float | None = None
     wall_seconds: float | None = None

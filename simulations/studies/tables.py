@@ -27,7 +27,7 @@ import heapq
 import json
 import math
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -122,7 +122,7 @@ class ChunkTables:
         status: str,
         error_code: str,
         values: dict[str, Any],
-        statistics: dict[str, float],
+        statistics: Mapping[str, float | None],
         trace: np.ndarray | None,
     ) -> int:
         """Record one ended case; returns the number of trace rows written for it."""

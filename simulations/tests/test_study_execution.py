@@ -55,9 +55,10 @@ def assert_cases_equal_fmpy(study: Study, fmu_path) -> None:
         reference = fmpy_trace(fmu_path, case.values)
         trace = case_trace(study, case.index)
         assert trace is not None
-        assert list(trace.dtype.names) == list(reference.dtype.names)
+        names = reference.dtype.names or ()
+        assert trace.dtype.names == names
         assert len(trace) == len(reference) == case.result_rows
-        for name in reference.dtype.names:
+        for name in names:
             np.testing.assert_allclose(trace[name], reference[name], rtol=0, atol=1e-9)
         expected = summary_compute(trace=reference, spec=spec)
         assert case.summary.keys() == expected.keys()

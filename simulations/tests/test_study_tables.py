@@ -38,7 +38,7 @@ def make_study(user, cases: int) -> Study:
     spec = SummarySpec((("h", (Statistic.FINAL, Statistic.MAX)),))
     study = Study.objects.create(
         owner=user,
-        model=ModelFactory(owner=user),
+        model=ModelFactory(owner=user),  # type: ignore[misc]  # factory_boy: a Model
         model_name="synthetic",
         base={},
         design={"kind": "cases"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -28,7 +29,7 @@ WORKER_ENVIRONMENT = {"SANDBOX_CHECK_INTERVAL_SECONDS": "86400"}
 
 
 @pytest.fixture
-def broker(redis_broker_url, monkeypatch) -> str:
+def broker(redis_broker_url, monkeypatch) -> Iterator[str]:
     """This test's services publish to the Redis queue its workers read (the process's
     own broker is the embedded filesystem one)."""
     connection = celery_app.connection_for_write(redis_broker_url)
