@@ -26,6 +26,7 @@ from rest_framework.views import APIView
 
 from core.errors import Conflict
 from core.openapi import PAGINATION_PARAMETERS, errors, paginated
+from core.problems import PROBLEM_CONTENT_TYPE
 from simulations import selectors, study_selectors
 from simulations.api import (
     ApiPagination,
@@ -45,7 +46,7 @@ from simulations.studies import tables
 from simulations.study_serializers import (
     GRID_EXAMPLE,
     LHS_EXAMPLE,
-    STUDY_PAYMENT_REQUIRED_EXAMPLE,
+    STUDY_PAYMENT_REQUIRED,
     StudyCaseOutputSerializer,
     StudyInputSerializer,
     StudyOutputSerializer,
@@ -172,12 +173,12 @@ class StudyListApi(APIView):
                 StudyOutputSerializer,
                 description="Queued, or the study of an earlier request with this Idempotency-Key.",
             ),
-            **errors(400, 402, 409, 415, 503),
+            **errors(400, 409, 415, 503),
+            (402, PROBLEM_CONTENT_TYPE): STUDY_PAYMENT_REQUIRED,
         },
         examples=[
             OpenApiExample("A grid of two parameters", value=GRID_EXAMPLE, request_only=True),
             OpenApiExample("A seeded Latin hypercube", value=LHS_EXAMPLE, request_only=True),
-            STUDY_PAYMENT_REQUIRED_EXAMPLE,
         ],
     )
     def post(self, request: Request) -> Response:

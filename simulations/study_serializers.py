@@ -13,6 +13,7 @@ from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.utils import (
     OpenApiExample,
+    OpenApiResponse,
     PolymorphicProxySerializer,
     extend_schema_field,
     extend_schema_serializer,
@@ -20,7 +21,12 @@ from drf_spectacular.utils import (
 from rest_framework import serializers
 
 from billing.models import format_cents
-from core.openapi import EXAMPLE_UUID
+from core.openapi import (
+    EXAMPLE_UUID,
+    PaymentLinkSerializer,
+    PriceSerializer,
+    ProblemSerializer,
+)
 from core.problems import PROBLEM_CONTENT_TYPE, ProblemCode, problem_body
 from simulations import study_selectors
 from simulations.api import ChargeSerializer, SimulationListApi
@@ -336,28 +342,61 @@ def quote_json(quote: StudyQuote) -> dict:
     }
 
 
-STUDY_PAYMENT_REQUIRED_EXAMPLE = OpenApiExample(
-    "Payment required for a study",
-    value=problem_body(
-        ProblemCode.PAYMENT_REQUIRED,
-        "You have no credit: this study of 1000 cases costs 20.00 USD. Pay 20.00 USD at "
-        "payment.checkout_url, then retry the same request with the header "
-        "'Payment-Token: <token>', or buy credit at credit_packs_url.",
-        cases=1000,
-        price={"amount": "20.00", "currency": "usd"},
-        payment={
-            "id": EXAMPLE_UUID,
-            "checkout_url": "https://checkout.stripe.com/c/pay/cs_test_a1b2c3",
-            "expires_at": "2026-01-01T13:00:00Z",
-            "status_url": f"/api/v1/payments/{EXAMPLE_UUID}",
-            "token_ttl_seconds": 1800,
-        },
-        credit_packs_url="/pricing/",
-        payment_token_status="none",  # noqa: S106 (a state, not a secret)
+class StudyPaymentRequiredProblemSerializer(ProblemSerializer):
+    """A study's 402: one payment for every case (billing.services.study_payment_request)."""
+
+    price = PriceSerializer(help_text="The price of one case.")
+    cases = serializers.IntegerField(help_text="The study's number of cases.")
+    total = serializers.CharField(help_text='What the whole study costs, e.g. "$20.00".')
+    total_cents = serializers.IntegerField()
+    payment = PaymentLinkSerializer(
+        allow_null=True,
+        help_text="Pay the total here; null below the card minimum (buy credit instead).",
+    )
+    credit_packs_url = serializers.CharField(help_text="Buy credit here.")
+    payment_token_status = serializers.ChoiceField(
+        choices=["none", "invalid", "used", "expired", "void"],
+        required=False,
+        help_text="Why no Payment-Token paid for this study (`none`: none was sent).",
+    )
+
+
+STUDY_PAYMENT_REQUIRED = OpenApiResponse(
+    response=StudyPaymentRequiredProblemSerializer,
+    description=(
+        "No credit for the whole study and no valid Payment-Token: pay the total at "
+        "`payment.checkout_url`, then retry the same request with `Payment-Token: <token>` "
+        "(it pays for one study of exactly that many cases)."
     ),
-    response_only=True,
-    status_codes=["402"],
-    media_type=PROBLEM_CONTENT_TYPE,
+    examples=[
+        OpenApiExample(
+            "Payment required for a study",
+            value=problem_body(
+                ProblemCode.PAYMENT_REQUIRED,
+                "You have no credit: this study of 1000 cases costs $20.00. Pay $20.00 for "
+                "the 1000 cases at payment.checkout_url, then retry the same request with "
+                "the header 'Payment-Token: <token>' (the token appears at "
+                "payment.status_url once paid; it pays for one study of exactly 1000 cases), "
+                "or buy credits at credit_packs_url.",
+                price={"amount": "0.02", "currency": "usd"},
+                cases=1000,
+                total="$20.00",
+                total_cents=2000,
+                payment={
+                    "id": EXAMPLE_UUID,
+                    "checkout_url": "https://checkout.stripe.com/c/pay/cs_test_a1b2c3",
+                    "expires_at": "2026-01-01T13:00:00Z",
+                    "status_url": f"/api/v1/payments/{EXAMPLE_UUID}",
+                    "token_ttl_seconds": 1800,
+                },
+                credit_packs_url="/pricing/",
+                payment_token_status="none",  # noqa: S106 (a state, not a secret)
+            ),
+            response_only=True,
+            status_codes=["402"],
+            media_type=PROBLEM_CONTENT_TYPE,
+        )
+    ],
 )
 
 GRID_EXAMPLE = {

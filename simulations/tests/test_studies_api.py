@@ -12,9 +12,16 @@ import fmpy
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from django.core.management import call_command
+from django.test import Client
 from rest_framework.test import APIClient
 
+import fmuengine.batch
 from accounts.tests.factories import UserFactory
+from billing.models import LedgerEntry, Payment
+from billing.selectors import credit_balance
+from billing.tests.factories import LedgerEntryFactory
+from billing.tests.fake_stripe import pay_on_checkout
 from core.storage import stored_file_exists
 from simulations.models import Study, StudyCase
 from simulations.services.study_execution import study_chunk_execute
@@ -45,6 +52,12 @@ def body_text(response) -> str:
     if content is None:
         return response.content.decode()
     return b"".join(content).decode()
+
+
+def command_output(name: str, *args: str) -> str:
+    out = io.StringIO()
+    call_command(name, *args, stdout=out)
+    return out.getvalue()
 
 
 def body_bytes(response) -> bytes:
@@ -509,3 +522,125 @@ def test_cases_are_paginated_and_filtered_and_bad_indexes_are_404(api_client, fm
         response = api_client.get(study["urls"]["self"] + f"/cases/{index}/result")
         assert response.status_code == 404
         assert response["Content-Type"] == "application/problem+json"
+
+
+# --- money: one 402 for the whole study, one token or one debit, platform faults given back ----
+
+
+def paid_token(api_client: APIClient, fake, webhook, payment: dict) -> str:
+    """The customer pays the 402's Checkout Session and Stripe says so; the payment's token."""
+    session_id = Payment.objects.get(pk=payment["id"]).stripe_checkout_session_id
+    assert pay_on_checkout(fake, webhook, session_id, to=Client()) == 200
+    paid = api_client.get(payment["status_url"]).json()
+    assert paid["status"] == "paid", paid
+    return paid["token"]
+
+
+def ledger(user) -> list[tuple[str, int]]:
+    return list(
+        LedgerEntry.objects.filter(user=user).order_by("pk").values_list("kind", "amount_cents")
+    )
+
+
+@pytest.mark.stripe
+def test_a_study_without_credit_gets_one_402_and_the_paid_token_pays_exactly_that_study(
+    api_client, billing_on, webhook, fmu_paths, settings, monkeypatch
+):
+    fake = billing_on
+    settings.STUDY_CASE_PRICE_CENTS = 25
+    model_id = uploaded_model_id(api_client, fmu_paths["bouncing_ball"])
+    body = {"model": model_id, "base": BASE, "design": DESIGNS["grid"]}  # 6 cases: $1.50
+
+    # A dry run prices it and asks for nothing.
+    quote = api_client.post(STUDIES_URL + "?dry_run=true", body, format="json")
+    assert quote.status_code == 200
+    assert quote.json()["price"]["cents"] == 150
+    assert fake.requests_to("POST", "/v1/checkout/sessions") == []
+
+    refused = create(api_client, body)
+    assert refused.status_code == 402, refused.content
+    assert refused["Content-Type"] == "application/problem+json"
+    problem = refused.json()
+    assert problem["type"].endswith("/errors/payment-required")
+    assert (problem["cases"], problem["total"], problem["total_cents"]) == (6, "$1.50", 150)
+    assert "6 cases" in problem["detail"] and "$1.50" in problem["detail"]
+    session = fake.session_view(
+        Payment.objects.get(pk=problem["payment"]["id"]).stripe_checkout_session_id
+    )
+    assert session["amount_total"] == 150
+    # Asking again is the same one payment, not a second Checkout Session.
+    assert create(api_client, body).json()["payment"]["id"] == problem["payment"]["id"]
+    assert len(fake.requests_to("POST", "/v1/checkout/sessions")) == 1
+    assert not Study.objects.exists()
+
+    token = paid_token(api_client, fake, webhook, problem["payment"])
+    # The token pays for exactly 6 cases: a study of 4 is refused, and the token stays good.
+    smaller = {**body, "design": {"kind": "grid", "parameters": {"e": [0.5, 0.6], "h": [1, 2]}}}
+    wrong_size = create(api_client, smaller, HTTP_PAYMENT_TOKEN=token)
+    assert wrong_size.status_code == 402
+    accepted = create(api_client, body, HTTP_PAYMENT_TOKEN=token)
+    assert accepted.status_code == 202, accepted.content
+    study = accepted.json()
+    assert study["charge"] == {
+        "kind": "token",
+        "payment": problem["payment"]["id"],
+        "amount_cents": 150,
+        "cases": 6,
+    }
+    assert study["price"]["cents"] == 150
+    reused = create(api_client, body, HTTP_PAYMENT_TOKEN=token)
+    assert reused.status_code == 402
+    assert reused.json()["payment_token_status"] == "used"
+    assert Study.objects.count() == 1
+
+    # The platform fails after the first case of each chunk: those cases are given back.
+    real_run_batch = fmuengine.batch.run_batch
+
+    def the_sandbox_dies_after_one_case(*, cases, **kwargs):
+        real_run_batch(cases=cases[:1], **kwargs)
+        raise OSError("the sandbox went away")
+
+    monkeypatch.setattr(fmuengine.batch, "run_batch", the_sandbox_dies_after_one_case)
+    finished = run_study(api_client, study["id"])
+    cases = all_cases(api_client, finished)
+    failed = [case for case in cases if case["status"] == "failed"]
+    assert failed and len(failed) < 6
+    assert {case["error"]["code"] for case in failed} == {"sandbox_failed"}
+    assert finished["status"] == "succeeded"  # every case ended; the others' results stand
+    assert finished["charge"]["refunded_cents"] == 25 * len(failed)
+    assert credit_balance(user=api_client.user) == 25 * len(failed)  # given back as credit
+    assert ledger(api_client.user) == [("refund", 25 * len(failed))]
+
+    assert "paid: 0, expired: 0" in command_output("reconcile_payments")
+    assert Payment.objects.get(pk=problem["payment"]["id"]).amount_cents == 150
+
+
+@pytest.mark.stripe
+def test_a_study_paid_from_credit_is_debited_once_and_cancelled_cases_are_given_back(
+    api_client, billing_on, fmu_paths, settings
+):
+    settings.STUDY_CASE_PRICE_CENTS = 25
+    user = api_client.user
+    model_id = uploaded_model_id(api_client, fmu_paths["bouncing_ball"])
+    body = {"model": model_id, "base": BASE, "design": DESIGNS["grid"]}
+    LedgerEntryFactory(user=user, amount_cents=100)
+    short = create(api_client, body)  # $1.00 of credit does not pay a $1.50 study, even in part
+    assert short.status_code == 402
+    assert credit_balance(user=user) == 100
+    LedgerEntryFactory(user=user, amount_cents=900)
+
+    first = create(api_client, body, HTTP_IDEMPOTENCY_KEY="credit-study")
+    again = create(api_client, body, HTTP_IDEMPOTENCY_KEY="credit-study")
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"]
+    charge = first.json()["charge"]
+    assert (charge["kind"], charge["amount_cents"], charge["cases"]) == ("credit", 150, 6)
+    assert credit_balance(user=user) == 850
+    assert ledger(user) == [("grant", 100), ("grant", 900), ("charge", -150)]
+
+    cancelled = api_client.post(first.json()["urls"]["cancel"]).json()
+    assert cancelled["cases"]["cancelled"] == 6
+    assert cancelled["charge"]["refunded_cents"] == 150
+    assert credit_balance(user=user) == 1000
+    assert ledger(user)[-1] == ("refund", 150)
+    assert "paid: 0, expired: 0" in command_output("reconcile_payments")
