@@ -227,3 +227,36 @@ def test_a_chunk_whose_worker_died_gives_its_cases_back_then_fails_them(
         "worker_lost"
     }
     assert reconcile_stale_study_chunks() == 0
+
+
+@pytest.mark.stripe
+def test_cases_failed_through_the_platform_are_refunded_once_per_chunk(
+    user, bouncing_ball, billing_on, settings, monkeypatch
+):
+    from billing.models import LedgerEntry, LedgerKind
+    from billing.selectors import credit_balance
+    from billing.tests.factories import LedgerEntryFactory
+    from fmuengine import batch
+    from testing.faults import sandbox_cannot_start
+
+    settings.STUDY_CASE_PRICE_CENTS = 2
+    settings.STUDY_FIRST_CHUNK_CASES = 4
+    LedgerEntryFactory(user=user, amount_cents=100)
+    design = {"kind": "grid", "parameters": {"e": {"start": 0.5, "stop": 0.9, "num": 6}}}
+    study, _ = study_create(
+        owner=user, model=bouncing_ball, request={"base": BASE, "design": design}
+    )
+    assert credit_balance(user=user) == 88
+    monkeypatch.setattr(batch, "run_batch", sandbox_cannot_start)
+    study_chunk_execute(study_id=study.pk)  # four cases, the sandbox gone
+    monkeypatch.undo()
+    study_chunk_execute(study_id=study.pk)  # the other two run
+    study.refresh_from_db()
+    assert study.status == StudyStatus.SUCCEEDED
+    assert (study.cases_succeeded, study.cases_failed) == (2, 4)
+    failed = StudyCase.objects.filter(study=study, status=StudyCaseStatus.FAILED)
+    assert set(failed.values_list("error_code", flat=True)) == {"sandbox_failed"}
+    assert credit_balance(user=user) == 88 + 8
+    assert [chunk.refunded_cents for chunk in StudyChunk.objects.filter(study=study)] == [8, 0]
+    refunds = LedgerEntry.objects.filter(user=user, kind=LedgerKind.REFUND)
+    assert refunds.count() == 1

@@ -203,3 +203,52 @@ def test_deleting_a_study_deletes_its_rows_and_stored_files(user, bouncing_ball)
     assert not Study.objects.filter(pk=study.pk).exists()
     assert StudyCase.objects.filter(study_id=study.pk).count() == 0
     assert not any(default_storage.exists(name) for name in names)
+
+
+def test_the_chunk_task_name_is_the_registered_task():
+    from simulations.tasks import run_study_chunk_task
+
+    assert run_study_chunk_task.name == STUDY_CHUNK_TASK
+
+
+@pytest.mark.stripe
+def test_without_credit_a_study_gets_one_402_with_its_total_and_stores_nothing(
+    user, bouncing_ball, billing_on, settings
+):
+    from billing.services import PaymentRequired
+
+    settings.STUDY_CASE_PRICE_CENTS = 2
+    with pytest.raises(PaymentRequired) as refused:
+        study_create(owner=user, model=bouncing_ball, request=grid_request())
+    assert refused.value.status_code == 402
+    assert refused.value.extra["cases"] == 10
+    assert refused.value.extra["total_cents"] == 20
+    assert Study.objects.count() == 0
+    assert StudyCase.objects.count() == 0
+
+
+@pytest.mark.stripe
+def test_credit_pays_once_and_cancelled_cases_are_given_back(
+    user, bouncing_ball, billing_on, settings
+):
+    from billing.selectors import credit_balance
+    from billing.tests.factories import LedgerEntryFactory
+
+    settings.STUDY_CASE_PRICE_CENTS = 2
+    LedgerEntryFactory(user=user, amount_cents=100)
+    study, _ = study_create(
+        owner=user, model=bouncing_ball, request=grid_request(), idempotency_key="pay-once"
+    )
+    study_create(
+        owner=user, model=bouncing_ball, request=grid_request(), idempotency_key="pay-once"
+    )
+    assert credit_balance(user=user) == 80  # 10 cases x 2 cents, taken once
+    assert study.price_cents == 20
+    # Three cases already claimed by a chunk; the seven queued ones are given back at once.
+    chunk = StudyChunk.objects.create(study=study, number=1)
+    StudyCase.objects.filter(study=study, index__lt=3).update(
+        status=StudyCaseStatus.RUNNING, chunk=chunk
+    )
+    study = study_cancel(study=study)
+    assert credit_balance(user=user) == 80 + 14
+    assert study.charge["refunded_cents"] == 14
