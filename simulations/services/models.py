@@ -18,7 +18,7 @@ from core.storage import (
 )
 from fmuengine.inspection import FMULimits, InvalidFMU, inspect_fmu
 from simulations.locks import lock_stored_fmu
-from simulations.models import Model, SimulationStatus
+from simulations.models import Model, SimulationStatus, StudyStatus
 from simulations.selectors import storage_object_in_use
 from simulations.services.errors import FMURejected
 
@@ -79,12 +79,15 @@ def model_delete(*, model: Model) -> None:
     The file itself is released by `stored_fmu_release`, which a post_delete receiver calls
     for every deleted model row, so cascades (an account deleted) release files too.
     """
-    active = model.simulations.filter(
-        status__in=[SimulationStatus.QUEUED, SimulationStatus.RUNNING]
-    ).exists()
+    active = (
+        model.simulations.filter(
+            status__in=[SimulationStatus.QUEUED, SimulationStatus.RUNNING]
+        ).exists()
+        or model.studies.filter(status__in=[StudyStatus.QUEUED, StudyStatus.RUNNING]).exists()
+    )
     if active:
         raise Conflict(
-            "The model has queued or running simulations; cancel them first.",
+            "The model has queued or running simulations or studies; cancel them first.",
             code=ProblemCode.MODEL_IN_USE,
         )
     model.delete()

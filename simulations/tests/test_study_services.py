@@ -252,3 +252,16 @@ def test_credit_pays_once_and_cancelled_cases_are_given_back(
     study = study_cancel(study=study)
     assert credit_balance(user=user) == 80 + 14
     assert study.charge["refunded_cents"] == 14
+
+
+def test_a_model_with_a_study_still_to_run_cannot_be_deleted(user, bouncing_ball):
+    from simulations.services import model_delete
+
+    study, _ = study_create(owner=user, model=bouncing_ball, request=grid_request())
+    with pytest.raises(Conflict) as refused:
+        model_delete(model=bouncing_ball)
+    assert refused.value.code == "model-in-use"
+    study_cancel(study=study)
+    model_delete(model=bouncing_ball)  # a finished study keeps its results, not its model
+    study.refresh_from_db()
+    assert study.model is None
