@@ -66,11 +66,26 @@ def test_an_operator_grants_credits_with_a_reason(operator_client):
     assert credit_balance(user=customer) == 525
 
 
+def test_the_admin_shows_money(operator_client):
+    LedgerEntryFactory(amount_cents=1234, reason="goodwill")
+    CreditPackFactory(name="Big", credit_cents=5500, price_cents=5000)
+    PaymentFactory(amount_cents=4242)
+
+    ledger = operator_client.get(changelist("ledgerentry")).content.decode()
+    packs = operator_client.get(changelist("creditpack")).content.decode()
+    payments = operator_client.get(changelist("payment")).content.decode()
+
+    assert "+$12.34" in ledger
+    assert "$55.00" in packs and "$50.00" in packs
+    assert "$42.42" in payments
+
+
 def test_a_grant_without_a_reason_is_refused(operator_client):
     customer = UserFactory()
 
     response = operator_client.post(
-        reverse("admin:billing_ledgerentry_add"), {"user": customer.pk, "amount": "5.00", "reason": ""}
+        reverse("admin:billing_ledgerentry_add"),
+        {"user": customer.pk, "amount": "5.00", "reason": ""},
     )
 
     assert response.status_code == 200  # the form again, with its error

@@ -24,6 +24,29 @@ STORED_SHAPES = [
         "refund_ledger_entry": 14,
         "refund_reason": "cancelled before start",
     },
+    # Since credit is money: what a charge took; a study's cases and partial refunds.
+    {"kind": "credit", "ledger_entry": 12, "amount_cents": 100},
+    {"kind": "free", "cases": 500},
+    {"kind": "credit", "ledger_entry": 20, "amount_cents": 1000, "cases": 500},
+    {
+        "kind": "token",
+        "payment": "5f1c1a52-93b8-4f7e-8d7a-2f6c1b0e9d44",
+        "amount_cents": 1000,
+        "cases": 500,
+        "refunded_cents": 40,
+        "refund_ledger_entry": 21,
+        "refund_reason": "20 cases cancelled before they started",
+    },
+    {
+        "kind": "credit",
+        "ledger_entry": 20,
+        "amount_cents": 1000,
+        "cases": 500,
+        "refunded": True,
+        "refunded_cents": 1000,
+        "refund_ledger_entry": 22,
+        "refund_reason": "worker_lost",
+    },
 ]
 
 
@@ -45,3 +68,14 @@ def test_only_credit_and_token_charges_can_be_given_back_and_only_once():
 def test_a_key_the_contract_does_not_know_is_refused_rather_than_lost():
     with pytest.raises(ValueError, match="unknown charge keys"):
         Charge.from_json({"kind": "credit", "ledger_entry": 1, "price": "1.00"})
+
+
+def test_a_study_charge_is_given_back_in_parts_until_all_of_it_is():
+    charge = Charge(kind=ChargeKind.CREDIT, ledger_entry=20, amount_cents=1000, cases=500)
+
+    part = charge.partly_given_back(cents=400, refund_ledger_entry=21, reason="cancelled")
+    rest = part.partly_given_back(cents=600, refund_ledger_entry=22, reason="failed")
+
+    assert (charge.refundable_cents, part.refundable_cents, rest.refundable_cents) == (1000, 600, 0)
+    assert (part.refunded, rest.refunded) == (False, True)
+    assert charge.is_study and not Charge(kind=ChargeKind.CREDIT, ledger_entry=1).is_study

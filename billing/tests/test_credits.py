@@ -153,6 +153,23 @@ def test_a_charge_is_refunded_at_most_once(api_client, bouncing_ball, billing_on
         )
 
 
+@pytest.mark.stripe
+def test_a_run_takes_its_price_from_credit_and_less_than_its_price_does_not_pay(
+    api_client, bouncing_ball, billing_on, settings
+):
+    settings.SIMULATION_PRICE_CENTS = 150
+    LedgerEntryFactory(user=api_client.user, amount_cents=250)
+
+    paid = api_client.post(SIMULATIONS_URL, run_request(bouncing_ball), format="json")
+    short = api_client.post(SIMULATIONS_URL, run_request(bouncing_ball), format="json")
+
+    assert paid.status_code == 202
+    assert LedgerEntry.objects.get(kind=LedgerKind.CHARGE).amount_cents == -150
+    assert short.status_code == 402
+    assert short.json()["detail"].startswith("You have $1.00 of credit: this run costs $1.50.")
+    assert credit_balance(user=api_client.user) == 100
+
+
 def test_the_ledger_refuses_entries_whose_sign_contradicts_their_kind(user):
     with pytest.raises(IntegrityError):
         LedgerEntry.objects.create(user=user, kind=LedgerKind.CHARGE, amount_cents=100)
