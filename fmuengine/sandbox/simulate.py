@@ -268,7 +268,7 @@ STATEFUL_FAILURES = frozenset(
     {RunErrorCode.MEMORY_LIMIT, RunErrorCode.DISK_LIMIT, RunErrorCode.FILE_SIZE_EXCEEDED}
 )
 # What stays in the cwd between cases: the log, the FMU (and what a run extracted from
-# it), and case files the monitor may not have copied out yet.
+# it), and the case files the monitor may not have copied out yet (see _clean_scratch).
 KEPT_BETWEEN_CASES = frozenset({LOG_FILE, MODEL_FILE, EXTRACT_DIR})
 SCRATCH_DIRS = (".", "/tmp")  # noqa: S108  (the run's own tmpfs in its jail)
 
@@ -308,7 +308,7 @@ def simulate_cases(batch: Any, first_case: int, case_fd: int, prepared: bool) ->
         if index + 1 == len(cases):
             _mark(case_fd, ended)
             break
-        if set(_last_reported) & STATEFUL_FAILURES or not _clean_scratch():
+        if set(_last_reported) & STATEFUL_FAILURES or not _clean_scratch(index):
             _mark(case_fd, ended)
             return BATCH_YIELD_EXIT_CODE
         started = ended + b"s %d\n" % (index + 1)
@@ -321,16 +321,29 @@ def _mark(case_fd: int, line: bytes) -> None:
         line = line[os.write(case_fd, line) :]
 
 
-def _clean_scratch() -> bool:
-    """Remove what the last case's FMU left in the writable dirs, so that each case
-    starts, like a single run, with its disk quota free. False when that failed."""
+def _clean_scratch(index: int) -> bool:
+    """Remove what case `index`'s FMU left in the writable dirs, so that each case
+    starts, like a single run, with its disk quota free. The files of cases up to this
+    one stay: the monitor removes each once it copied it (a busy monitor may be a few
+    cases behind). False when that failed."""
+
+    def kept(name: str) -> bool:
+        if name in KEPT_BETWEEN_CASES:
+            return True
+        stem, _, suffix = name.partition(".")
+        number = stem.removeprefix("case-")
+        return (
+            stem.startswith("case-")
+            and suffix in ("npy", "error.json")
+            and number.isdigit()
+            and int(number) <= index
+        )
+
     try:
         for directory in SCRATCH_DIRS:
             with os.scandir(directory) as entries:
                 for entry in entries:
-                    if directory == "." and (
-                        entry.name in KEPT_BETWEEN_CASES or entry.name.startswith("case-")
-                    ):
+                    if directory == "." and kept(entry.name):
                         continue
                     if entry.is_dir(follow_symlinks=False):
                         shutil.rmtree(entry.path)

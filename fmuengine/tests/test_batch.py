@@ -9,7 +9,9 @@ import contextlib
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import fmpy
 import numpy as np
@@ -45,7 +47,7 @@ def assert_same_trace(result: np.ndarray | None, expected: np.ndarray) -> None:
     assert result is not None
     assert result.dtype.names == expected.dtype.names
     assert len(result) == len(expected)
-    for name in expected.dtype.names:
+    for name in expected.dtype.names or ():
         np.testing.assert_allclose(result[name], expected[name], rtol=0, atol=1e-9)
 
 
@@ -60,7 +62,7 @@ def fmpy_trace(fmu: Path, params: dict) -> np.ndarray:
 @sandbox
 def test_each_case_has_the_trace_fmpy_gives_for_its_start_values(fmu_paths):
     fmu = fmu_paths["bouncing_ball"]
-    cases = [
+    cases: list[dict[str, Any]] = [
         {"start_values": {"h": 1.0}},
         {"start_values": {"h": 2.5, "e": 0.5}},
         {"start_values": {"h": 0.3, "v": 1.0, "e": 0.9}},
@@ -222,9 +224,30 @@ def test_malformed_cases_are_refused_before_anything_runs(fmu_paths):
 # ---- the monitor's reading of the markers ---------------------------------------------------
 
 
+@dataclass
+class Followed:
+    """A CaseTracker over a work dir and an out dir, following a stand-in model process,
+    and the pipe its markers come through."""
+
+    tracker: CaseTracker
+    pipe: tuple[int, int]
+    reports: list[dict[str, Any]]
+    work: Path
+    out: Path
+
+    def feed(self, data: bytes) -> None:
+        os.write(self.pipe[1], data)
+        self.tracker.read(self.pipe[0])
+
+    def model_alive(self) -> bool:
+        try:
+            return os.waitpid(self.tracker.pid, os.WNOHANG) == (0, 0)
+        except ChildProcessError:  # reaped by an earlier look
+            return False
+
+
 @pytest.fixture
-def tracker(tmp_path):
-    """A CaseTracker over a work dir and an out dir, following a stand-in model process."""
+def followed(tmp_path):
     work, out = tmp_path / "work", tmp_path / "out"
     work.mkdir()
     out.mkdir()
@@ -232,68 +255,50 @@ def tracker(tmp_path):
     if model == 0:
         time.sleep(60)
         os._exit(0)
-    reports: list[dict] = []
-    work_fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
-    out_fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
-    follower = CaseTracker(
+    reports: list[dict[str, Any]] = []
+    tracker = CaseTracker(
         pid=model,
         first_case=4,
         case_count=8,
         wall_timeout=5,
         cpu_limit=5,
         cgroup=None,
-        work_fd=work_fd,
-        out_fd=out_fd,
+        work_fd=os.open(work, os.O_RDONLY | os.O_DIRECTORY),
+        out_fd=os.open(out, os.O_RDONLY | os.O_DIRECTORY),
         owner=(os.getuid(), os.getgid()),
         file_size_bytes=1 << 20,
         status=reports.append,
         disk_full=lambda: False,
     )
-    read_fd, write_fd = os.pipe()
-    follower.test_pipe = (read_fd, write_fd)  # type: ignore[attr-defined]
-    follower.test_reports = reports  # type: ignore[attr-defined]
-    follower.test_dirs = (work, out)  # type: ignore[attr-defined]
-    yield follower
-    follower.close()
-    os.close(read_fd)
-    os.close(write_fd)
+    pipe = os.pipe()
+    yield Followed(tracker, pipe, reports, work, out)
+    tracker.close()
+    for fd in pipe:
+        os.close(fd)
     with contextlib.suppress(ProcessLookupError, ChildProcessError):
         os.kill(model, 9)
         os.waitpid(model, 0)
 
 
-def feed(follower: CaseTracker, data: bytes) -> None:
-    read_fd, write_fd = follower.test_pipe  # type: ignore[attr-defined]
-    os.write(write_fd, data)
-    follower.read(read_fd)
-
-
-def model_alive(follower: CaseTracker) -> bool:
-    try:
-        return os.waitpid(follower.pid, os.WNOHANG) == (0, 0)
-    except ChildProcessError:  # reaped by an earlier look
-        return False
-
-
-def test_markers_in_order_copy_each_case_out_and_junk_lines_are_skipped(tracker):
-    work, out = tracker.test_dirs  # type: ignore[attr-defined]
+def test_markers_in_order_copy_each_case_out_and_junk_lines_are_skipped(followed):
+    work, out, tracker = followed.work, followed.out, followed.tracker
     (work / case_file(4, "npy")).write_bytes(b"the result of case 4")
     (work / "fmu.log").write_text("an earlier line\n")
 
-    feed(tracker, b"\ns 4\n")
+    followed.feed(b"\ns 4\n")
     with open(work / "fmu.log", "a") as log:
         log.write("said during case 4\n")
-    feed(tracker, b"junk \x01\x02\ne 0 0 junk\n99999\n\ns\n" + b"x" * 500 + b"\n")
-    feed(tracker, b"\ne 4 0\ns 5\n")
+    followed.feed(b"junk \x01\x02\ne 0 0 junk\n99999\n\ns\n" + b"x" * 500 + b"\n")
+    followed.feed(b"\ne 4 0\ns 5\n")
 
-    [report] = tracker.test_reports  # type: ignore[attr-defined]
+    [report] = followed.reports
     assert report["case"] == 4 and report["exit_code"] == 0
     assert report["outputs"] == {"npy": "copied", "log": "copied"}
     assert (out / case_file(4, "npy")).read_bytes() == b"the result of case 4"
     assert not (work / case_file(4, "npy")).exists()
     assert (out / case_file(4, "log")).read_text() == "an earlier line\nsaid during case 4\n"
     assert tracker.current == 5 and tracker.killed_by is None
-    assert model_alive(tracker)
+    assert followed.model_alive()
 
 
 @pytest.mark.parametrize(
@@ -306,21 +311,22 @@ def test_markers_in_order_copy_each_case_out_and_junk_lines_are_skipped(tracker)
         b"\ns 4\ne 4 0\ns 5\ne 5 0\ns 6\ne 6 0\ns 7\ne 7 0\ns 8\n",  # past the last case
     ],
 )
-def test_a_forged_marker_ends_the_job_as_a_protocol_violation(tracker, forged):
-    feed(tracker, forged)
+def test_a_forged_marker_ends_the_job_as_a_protocol_violation(followed, forged):
+    followed.feed(forged)
 
-    assert tracker.killed_by == KILLED_PROTOCOL
+    assert followed.tracker.killed_by == KILLED_PROTOCOL
     deadline = time.monotonic() + 5
-    while model_alive(tracker) and time.monotonic() < deadline:
+    while followed.model_alive() and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not model_alive(tracker)
+    assert not followed.model_alive()
 
 
-def test_a_case_past_its_wall_clock_limit_is_killed(tracker):
-    feed(tracker, b"\ns 4\n")
-    tracker.deadline = time.monotonic() - 0.01
+def test_a_case_past_its_wall_clock_limit_is_killed(followed):
+    followed.feed(b"\ns 4\n")
+    followed.tracker.deadline = time.monotonic() - 0.01
 
-    tracker.enforce()
+    followed.tracker.enforce()
 
-    assert tracker.killed_by == "timeout"
-    assert tracker.finish()["current_case"] == 4
+    assert followed.tracker.killed_by == "timeout"
+    assert followed.tracker.finish()["current_case"] == 4
+    assert followed.tracker.finish()["case_killed_by"] == "timeout"

@@ -24,6 +24,7 @@ from fmuengine.outputs import (
     MAX_ERROR_REPORT_BYTES,
     RESULT_FILE,
     InvalidModelOutput,
+    load_result,
     open_regular_file,
     read_error_report,
     read_log_tail,
@@ -79,9 +80,14 @@ def write(tmp_path: Path, name: str, data: bytes) -> Path:
 
 
 def assert_invalid(path: Path, max_bytes: int = MAX_BYTES) -> str:
-    with must_not_block(), pytest.raises(InvalidModelOutput) as raised:
-        read_result(path, max_bytes=max_bytes)
-    reason = raised.value.reason
+    """Invalid to both readers (mapped for a run, loaded for a batch's case), twice (the
+    second time with the header's parse remembered), for the same reason."""
+    reasons = set()
+    for reader in (read_result, load_result, load_result):
+        with must_not_block(), pytest.raises(InvalidModelOutput) as raised:
+            reader(path, max_bytes=max_bytes)
+        reasons.add(raised.value.reason)
+    [reason] = reasons
     assert reason and str(path.parent) not in reason
     return reason
 
@@ -100,6 +106,18 @@ def test_a_valid_result_round_trips_memory_mapped(tmp_path, version):
     np.testing.assert_array_equal(result, TABLE)
     with pytest.raises(ValueError, match="read-only"):
         result["h"][0] = 2.0
+
+
+@pytest.mark.parametrize("version", [None, (1, 0), (2, 0)])
+def test_a_valid_result_loads_into_memory(tmp_path, version):
+    path = write(tmp_path, RESULT_FILE, npy_bytes(TABLE, version))
+
+    result = load_result(path, max_bytes=MAX_BYTES)
+    path.unlink()
+
+    assert not isinstance(result, np.memmap) and result.flags.owndata
+    assert result.dtype == TABLE.dtype
+    np.testing.assert_array_equal(result, TABLE)
 
 
 def test_a_result_with_non_latin1_column_names_is_read(tmp_path):
@@ -458,6 +476,8 @@ def test_random_outputs_never_raise_anything_else(npy, error_json, log):
             else:
                 assert result.dtype.names is not None
                 assert result.dtype.names[0] == "time"
+                loaded = load_result(run_dir / RESULT_FILE, max_bytes=MAX_BYTES)
+                np.testing.assert_array_equal(loaded, result)
             parsed = read_error_report(run_dir / ERROR_FILE, allowed_codes=CODES)
             assert parsed is None or (parsed[0] in CODES and len(parsed[1]) <= 500)
             assert isinstance(read_log_tail(run_dir / LOG_FILE), str)
