@@ -1,4 +1,4 @@
-"""Operators: models, runs and workers; and the billing pages' actions that refund a run.
+"""Operators: models, runs, studies and workers; and the billing pages' actions that refund a run.
 
 Refunding a run's charge locks and saves the run, so those actions live here, on
 subclasses of billing's Payment and LedgerEntry pages registered in their place: the
@@ -13,7 +13,7 @@ from billing import admin as billing_admin
 from billing.models import LedgerEntry, LedgerKind, Payment
 from core.errors import DomainError
 from simulations import services
-from simulations.models import Model, Simulation, WorkerStatus
+from simulations.models import Model, Simulation, Study, StudyChunk, WorkerStatus
 
 
 @admin.register(Model)
@@ -99,6 +99,106 @@ class SimulationAdmin(admin.ModelAdmin):
                 messages.warning(request, f"{simulation.pk}: {error.detail}")
             else:
                 messages.success(request, f"{simulation.pk}: {done}")
+
+
+class StudyChunkInline(admin.TabularInline):
+    """A study's chunks: who ran them, when, where their files are, what was given back."""
+
+    model = StudyChunk
+    extra = 0
+    can_delete = False
+    show_change_link = False
+    fields = (
+        "number",
+        "worker",
+        "attempts",
+        "started_at",
+        "finished_at",
+        "lease_expires_at",
+        "cpu_seconds",
+        "refunded_cents",
+        "summary_name",
+        "trace_name",
+    )
+    readonly_fields = fields
+    ordering = ("number",)
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(Study)
+class StudyAdmin(admin.ModelAdmin):
+    """Studies, read-only: their counts, charge and chunks. Cancelling goes through the
+    service (queued cases refunded at once), never an edit of the row."""
+
+    list_display = (
+        "id",
+        "owner",
+        "model_name",
+        "status",
+        "case_count",
+        "cases_succeeded",
+        "cases_failed",
+        "cases_cancelled",
+        "price_cents",
+        "created_at",
+        "finished_at",
+    )
+    list_filter = ("status", "created_at")
+    search_fields = ("id", "owner__email", "model_name", "model__id", "idempotency_key")
+    list_select_related = ("owner",)
+    date_hierarchy = "created_at"
+    readonly_fields = [field.name for field in Study._meta.fields] + ["progress"]
+    fieldsets = (
+        (None, {"fields": ("id", "owner", "model", "model_name", "status", "progress")}),
+        (
+            "Cases",
+            {
+                "fields": (
+                    "case_count",
+                    "cases_succeeded",
+                    "cases_failed",
+                    "cases_cancelled",
+                )
+            },
+        ),
+        ("Money", {"fields": ("price_cents", "charge")}),
+        (
+            "Request",
+            {"fields": ("base", "design", "parameters", "summary_spec", "idempotency_key")},
+        ),
+        (
+            "Timings",
+            {
+                "fields": (
+                    "created_at",
+                    "started_at",
+                    "finished_at",
+                    "cancel_requested_at",
+                    "cpu_seconds",
+                )
+            },
+        ),
+    )
+    inlines = [StudyChunkInline]
+    actions = ["cancel_studies"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # viewed only; the cancel action goes through the service
+
+    @admin.action(description="Cancel selected studies (queued cases refunded)")
+    def cancel_studies(self, request: HttpRequest, queryset: QuerySet[Study]) -> None:
+        for study in queryset:
+            try:
+                services.study_cancel(study=study)
+            except DomainError as error:
+                messages.warning(request, f"{study.pk}: {error.detail}")
+            else:
+                messages.success(request, f"{study.pk}: cancelled")
 
 
 @admin.register(WorkerStatus)

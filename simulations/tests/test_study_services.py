@@ -265,3 +265,25 @@ def test_a_model_with_a_study_still_to_run_cannot_be_deleted(user, bouncing_ball
     model_delete(model=bouncing_ball)  # a finished study keeps its results, not its model
     study.refresh_from_db()
     assert study.model is None
+
+
+def test_operators_list_filter_read_and_cancel_studies(operator_client, user, bouncing_ball):
+    study, _ = study_create(owner=user, model=bouncing_ball, request=grid_request())
+    StudyChunk.objects.create(study=study, number=1, worker="celery@box-7", refunded_cents=4)
+    listing = operator_client.get("/admin/simulations/study/", {"status__exact": "queued"})
+    assert listing.status_code == 200
+    assert listing.context["cl"].result_count == 1
+    assert (
+        operator_client.get("/admin/simulations/study/", {"q": "nobody@example.com"})
+        .context["cl"]
+        .result_count
+        == 0
+    )
+    page = operator_client.get(f"/admin/simulations/study/{study.pk}/change/").content.decode()
+    assert "celery@box-7" in page and "case_count" in page
+    assert 'name="_save"' not in page  # read-only
+    operator_client.post(
+        "/admin/simulations/study/", {"action": "cancel_studies", "_selected_action": [study.pk]}
+    )
+    study.refresh_from_db()
+    assert study.status == StudyStatus.CANCELLED
