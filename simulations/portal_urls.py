@@ -1,6 +1,6 @@
 from django.urls import path
 
-from simulations import views
+from simulations import study_views, views
 
 app_name = "portal"
 
@@ -12,4 +12,9 @@ urlpatterns = [
     path("runs/", views.run_list, name="runs"),
     path("runs/<uuid:simulation_id>/", views.run_detail, name="run"),
     path("runs/<uuid:simulation_id>/cancel/", views.run_cancel, name="run-cancel"),
+    path("models/<uuid:model_id>/study/", study_views.study_new, name="model-study"),
+    path("studies/", study_views.study_list, name="studies"),
+    path("studies/<uuid:study_id>/", study_views.study_detail, name="study"),
+    path("studies/<uuid:study_id>/cancel/", study_views.study_cancel, name="study-cancel"),
+    path("studies/<uuid:study_id>/delete/", study_views.study_delete, name="study-delete"),
 ]
