@@ -34,6 +34,7 @@ work): TODO figures.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -46,14 +47,17 @@ from typing import Any
 import numpy as np
 
 from fmuengine import outputs
+from fmuengine.fsutil import free_range
 from fmuengine.protocol import (
     BATCH_YIELD_EXIT_CODE,
     ERROR_FILE,
     LOG_FILE,
     RESULT_FILE,
+    RESULTS_ALIGNMENT,
     RunCommand,
     RunErrorCode,
     SandboxLimits,
+    batch_results_file,
     case_file,
 )
 from fmuengine.runner import (
@@ -110,6 +114,48 @@ class _Batch:
         self.next = 0  # the first case without an outcome
         self.outcomes: list[CaseOutcome] = []
         self.retried: set[int] = set()
+        self.results_name = ""  # the running job's results file in out/
+        self.results_fd = -1
+
+    # ---- a job's results file ----------------------------------------------------------
+
+    def start_job(self, first_case: int) -> None:
+        self.results_name = batch_results_file(first_case)
+        self.results_fd = -1
+
+    def end_job(self) -> None:
+        if self.results_fd >= 0:
+            os.close(self.results_fd)
+            self.results_fd = -1
+        if self.results_name:
+            self.remove(self.results_name)
+            self.results_name = ""
+
+    def _results(self) -> int:
+        """The job's results file (its monitor made it, owned by us, in our out/)."""
+        if self.results_fd < 0:
+            try:
+                self.results_fd = os.open(
+                    os.path.join(self.out, self.results_name),
+                    os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC,
+                )
+            except OSError as error:
+                raise SandboxUnavailable(f"the job's results file is missing: {error}") from error
+        return self.results_fd
+
+    def _read_result(self, offset: int, size: int, max_bytes: int) -> np.ndarray:
+        """A case's result from the results file, parsed as untrusted output; its blocks
+        are given back at once, so the host's disk holds only results not read yet."""
+        if size > max_bytes:
+            raise outputs.InvalidModelOutput(
+                "The result file is larger than the run's file size limit."
+            )
+        fd = self._results()
+        try:
+            data = os.pread(fd, size, offset)
+        finally:
+            free_range(fd, offset, -(-size // RESULTS_ALIGNMENT) * RESULTS_ALIGNMENT)
+        return outputs.parse_result(data, max_bytes=max_bytes)
 
     def record(self, outcome: CaseOutcome) -> None:
         """The next case's outcome, handed to `on_case` at once (in index order)."""
@@ -148,8 +194,13 @@ class _Batch:
             "disk_full": bool(event.get("disk_full")),
             "outputs": {RESULT_FILE: copied.get("npy")},
         }
+        read = None
+        if copied.get("npy") == "copied":
+            self._results()  # its absence is the platform's fault, not the model's
+            offset, size = int(copied.get("at", 0)), int(copied.get("bytes", 0))
+            read = functools.partial(self._read_result, offset, size)
         try:
-            verdict, result = _judge(finished, self.out, self.limits, npy, error)
+            verdict, result = _judge(finished, self.out, self.limits, npy, error, read)
             status, code, message, _path = verdict
             if code == RunErrorCode.MEMORY_LIMIT and self._retry(index, first_of_job):
                 return False
@@ -158,7 +209,7 @@ class _Batch:
             self.remove(
                 *(
                     name
-                    for name, key in ((npy, "npy"), (error, "error.json"), (log, "log"))
+                    for name, key in ((error, "error.json"), (log, "log"))
                     if copied.get(key) not in (None, "absent")
                 )
             )
@@ -200,7 +251,9 @@ class _Batch:
             else:
                 if current is not None:  # what the case used, not what the job did
                     finished = dict(finished, cpu_seconds=finished.get("case_cpu_seconds"))
-                verdict, result = _judge(finished, self.out, self.limits, RESULT_FILE, ERROR_FILE)
+                verdict, result = _judge(
+                    finished, self.out, self.limits, RESULT_FILE, ERROR_FILE, None
+                )
             status, code, message, _path = verdict
             if code == RunErrorCode.MEMORY_LIMIT and self._retry(index, first_of_job):
                 return
@@ -237,10 +290,17 @@ class _Batch:
 
 
 def _judge(
-    finished: dict[str, Any], out_dir: Path, limits: SandboxLimits, result: str, error: str
+    finished: dict[str, Any],
+    out_dir: Path,
+    limits: SandboxLimits,
+    result: str,
+    error: str,
+    read: Callable[[int], np.ndarray] | None,
 ) -> tuple[Verdict, np.ndarray | None]:
     try:
-        return judge_loading(finished, out_dir, limits, result_name=result, error_name=error)
+        return judge_loading(
+            finished, out_dir, limits, result_name=result, error_name=error, read_result=read
+        )
     except Exception as error_:  # whatever the model left: its own error, never ours
         logger.warning("judging a batch case raised %r: the model's output is invalid", error_)
         message = "The run ended without a valid result."
@@ -372,9 +432,13 @@ def run_batch(
                 case_count=batch.count,
             )
             connection.send(command.to_json())
-            finished, kill_reason, ended = _relay_job(
-                connection, run_id, batch, first, should_cancel
-            )
+            batch.start_job(first)
+            try:
+                finished, kill_reason, ended = _relay_job(
+                    connection, run_id, batch, first, should_cancel
+                )
+            finally:
+                batch.end_job()
             if finished is None:
                 connection.kill()
                 connection = None

@@ -11,6 +11,7 @@ byte budget, so what is copied out of a run is as bounded as the run itself.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
@@ -171,3 +172,22 @@ def copy_tree_out(
             with contextlib.suppress(OSError):
                 os.close(fd)
         raise
+
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_libc: ctypes.CDLL | None = None
+
+
+def free_range(fd: int, offset: int, length: int) -> bool:
+    """Give a range of a file's blocks back to the file system (fallocate with
+    PUNCH_HOLE; the file keeps its size and reads zeros there). False where the file
+    system cannot; never raises."""
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        flags = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
+        return bool(_libc.fallocate(fd, flags, ctypes.c_long(offset), ctypes.c_long(length)) == 0)
+    except (OSError, AttributeError):
+        return False

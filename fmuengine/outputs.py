@@ -17,6 +17,7 @@ memory nor the time the worker spends on it.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -152,6 +153,31 @@ def load_result(path: Path, *, max_bytes: int) -> np.ndarray:
         raise InvalidModelOutput("The result file is not a valid result table.") from error
     finally:
         os.close(fd)
+
+
+def parse_result(data: bytes, *, max_bytes: int) -> np.ndarray:
+    """`read_result`'s checks on a result's bytes (a batch's case, read from its job's
+    results file), the table copied out of them. Raises InvalidModelOutput only."""
+    try:
+        return _parsed_result(data, max_bytes)
+    except InvalidModelOutput:
+        raise
+    except Exception as error:
+        raise InvalidModelOutput("The result file is not a valid result table.") from error
+
+
+def _parsed_result(data: bytes, max_bytes: int) -> np.ndarray:
+    size = len(data)
+    if size > max_bytes:
+        raise InvalidModelOutput("The result file is larger than the run's file size limit.")
+    header_end, shape, fortran_order, dtype = _read_npy_header(io.BytesIO(data), size)
+    _check_table_layout(shape, fortran_order, dtype)
+    rows = shape[0]
+    if header_end + rows * dtype.itemsize != size:
+        raise InvalidModelOutput("The result file's size does not match its header.")
+    result = np.frombuffer(data, dtype=dtype, count=rows, offset=header_end).copy()
+    _check_times(result["time"])
+    return result
 
 
 def _loaded_result(fd: int, max_bytes: int) -> np.ndarray:

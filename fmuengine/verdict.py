@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,11 +78,14 @@ def judge_loading(
     *,
     result_name: str = RESULT_FILE,
     error_name: str = ERROR_FILE,
+    read_result: Callable[[int], np.ndarray] | None = None,
 ) -> tuple[Verdict, np.ndarray | None]:
     """`judge`, and the result as it was checked, read into memory, when the run
-    succeeded: a batch keeps each case's trace without parsing its file twice."""
+    succeeded: a batch keeps each case's trace without parsing its file twice.
+    `read_result(max_bytes)` (a batch case's: its bytes in the job's results file,
+    parsed by `fmuengine.outputs`) stands for reading `result_name`."""
     loaded: list[np.ndarray] = []
-    verdict = _verdict(finished, out_dir, limits, result_name, error_name, loaded)
+    verdict = _verdict(finished, out_dir, limits, result_name, error_name, loaded, read_result)
     return verdict, (loaded[0] if loaded and verdict[0] == SUCCEEDED else None)
 
 
@@ -92,6 +96,7 @@ def _verdict(
     result_name: str,
     error_name: str,
     loaded: list[np.ndarray] | None,  # None: the result is checked (mapped), not kept
+    read_result: Callable[[int], np.ndarray] | None,
 ) -> Verdict:
     kind = finished.get("exit_kind")
     # The wait status's exit code or signal number (JSON): an int for "exited"/"signaled".
@@ -119,7 +124,7 @@ def _verdict(
         return _judge_signal(int(value), finished, limits, disk_full)
     code = int(value)
     if code == 0:
-        return _judge_result(finished, out_dir / result_name, limits, loaded)
+        return _judge_result(finished, out_dir / result_name, limits, loaded, read_result)
     if disk_full:
         return (
             FAILED,
@@ -175,16 +180,21 @@ def _judge_result(
     path: Path,
     limits: SandboxLimits,
     loaded: list[np.ndarray] | None,
+    read_result: Callable[[int], np.ndarray] | None,
 ) -> Verdict:
     copied = (finished.get("outputs") or {}).get(RESULT_FILE)
     if copied == "too_large":
         message = f"The result is larger than the limit of {_mib(limits.file_size_bytes)}."
         return FAILED, RunErrorCode.FILE_SIZE_EXCEEDED, message, None
     try:
-        if loaded is None:
-            outputs.read_result(path, max_bytes=limits.file_size_bytes)
+        if read_result is not None:
+            result = read_result(limits.file_size_bytes)
+        elif loaded is None:
+            result = outputs.read_result(path, max_bytes=limits.file_size_bytes)
         else:
-            loaded.append(outputs.load_result(path, max_bytes=limits.file_size_bytes))
+            result = outputs.load_result(path, max_bytes=limits.file_size_bytes)
+        if loaded is not None:
+            loaded.append(result)
     except outputs.InvalidModelOutput as error:
         return (
             FAILED,

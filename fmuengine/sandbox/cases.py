@@ -19,7 +19,9 @@ What is enforced here, from outside the jail (no model code runs in the monitor)
   the process serves many cases: it is set to the sum and only a backstop);
 - what each case leaves: its result and error report are copied out, bounded like a
   single run's, as soon as it ends (and removed from the scratch, so the disk quota
-  holds per case), with the part of fmu.log written while it ran.
+  holds per case), with the part of fmu.log written while it ran. Results are appended
+  to one file per job, each at a multiple of 4096 bytes: the runner frees each range
+  once it read it, so the host's disk holds only the results not read yet.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from fmuengine.protocol import (
     MAX_ERROR_REPORT_BYTES,
     MAX_LOG_TAIL_BYTES,
     OUT_DIR,
+    RESULTS_ALIGNMENT,
+    batch_results_file,
     case_file,
 )
 from fmuengine.sandbox.cgroups import RunCgroup
@@ -125,6 +129,9 @@ class CaseTracker:
         self.killed_by: str | None = None
         self.log_offset = 0
         self.log_fd = -1  # fmu.log, opened once it exists (the model's stdout and stderr)
+        self.first_case = first_case
+        self.results_fd = -1  # the job's results file in out/, made with the first result
+        self.results_end = 0
         now = time.monotonic()
         # Until the first case starts: reading the model counts like a case.
         self.deadline = now + wall_timeout
@@ -203,22 +210,58 @@ class CaseTracker:
         self.case_cpu_start = self._cpu()
         self.status(report)
 
-    def _copy_case(self, index: int, exit_code: int) -> dict[str, str]:
-        """The case's files into out/, bounded as a run's; removed from the scratch."""
-        copied: dict[str, str] = {}
+    def _copy_case(self, index: int, exit_code: int) -> dict[str, Any]:
+        """The case's files out, bounded as a run's, and removed from the scratch: its
+        result appended to the job's results file, its error report as a file."""
+        copied: dict[str, Any] = {}
         if exit_code == 0:
-            suffix, limit = "npy", self.file_size_bytes
+            name = case_file(index, "npy")
+            copied["npy"], copied["at"], copied["bytes"] = self._append_result(name)
         else:
-            suffix, limit = "error.json", MAX_ERROR_REPORT_BYTES + 1
-        name = case_file(index, suffix)
-        copied[suffix] = copy_file_out(
-            self.work_fd, name, self.out_fd, max_bytes=limit, owner=self.owner
-        )
-        if copied[suffix] != "absent":
-            with contextlib.suppress(OSError):
-                os.unlink(name, dir_fd=self.work_fd)
+            name = case_file(index, "error.json")
+            copied["error.json"] = copy_file_out(
+                self.work_fd,
+                name,
+                self.out_fd,
+                max_bytes=MAX_ERROR_REPORT_BYTES + 1,
+                owner=self.owner,
+            )
+        with contextlib.suppress(OSError):
+            os.unlink(name, dir_fd=self.work_fd)
         copied["log"] = self._copy_log(index)
         return copied
+
+    def _append_result(self, name: str) -> tuple[str, int, int]:
+        """("copied", offset, size) in the results file, or ("absent" | "too_large", 0, 0)."""
+        source = open_regular(self.work_fd, name)
+        if source is None:
+            return "absent", 0, 0
+        try:
+            size = os.fstat(source).st_size
+            if size > self.file_size_bytes:
+                return "too_large", 0, 0
+            if self.results_fd < 0:
+                self.results_fd = os.open(
+                    batch_results_file(self.first_case),
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o600,
+                    dir_fd=self.out_fd,
+                )
+                os.fchown(self.results_fd, *self.owner)
+            offset = -(-self.results_end // RESULTS_ALIGNMENT) * RESULTS_ALIGNMENT
+            os.lseek(self.results_fd, offset, os.SEEK_SET)
+            done = 0
+            while done < size:
+                sent = os.sendfile(self.results_fd, source, done, size - done)
+                if sent <= 0:
+                    break
+                done += sent
+            self.results_end = offset + done
+            return "copied", offset, done
+        except OSError:
+            return "absent", 0, 0
+        finally:
+            os.close(source)
 
     def _copy_log(self, index: int) -> str:
         """The part of fmu.log written since the last case ended (its last 64 KiB). The
@@ -254,7 +297,7 @@ class CaseTracker:
 
     def close(self) -> None:
         self.cpu.close()
-        for fd in (self.work_fd, self.out_fd, self.log_fd):
+        for fd in (self.work_fd, self.out_fd, self.log_fd, self.results_fd):
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from fmuengine.batch import CaseOutcome, run_batch
-from fmuengine.protocol import SandboxLimits, case_file
+from fmuengine.protocol import SandboxLimits, batch_results_file, case_file
 from fmuengine.sandbox.cases import KILLED_PROTOCOL, CaseTracker
 from fmuengine.tests.sandbox_runs import load_result, run, sha256_of, slot_processes
 
@@ -283,6 +283,7 @@ def followed(tmp_path):
 def test_markers_in_order_copy_each_case_out_and_junk_lines_are_skipped(followed):
     work, out, tracker = followed.work, followed.out, followed.tracker
     (work / case_file(4, "npy")).write_bytes(b"the result of case 4")
+    (work / case_file(5, "npy")).write_bytes(b"the result of case 5")
     (work / "fmu.log").write_text("an earlier line\n")
 
     followed.feed(b"\ns 4\n")
@@ -290,14 +291,19 @@ def test_markers_in_order_copy_each_case_out_and_junk_lines_are_skipped(followed
         log.write("said during case 4\n")
     followed.feed(b"junk \x01\x02\ne 0 0 junk\n99999\n\ns\n" + b"x" * 500 + b"\n")
     followed.feed(b"\ne 4 0\ns 5\n")
+    followed.feed(b"\ne 5 0\ns 6\n")
 
-    [report] = followed.reports
-    assert report["case"] == 4 and report["exit_code"] == 0
-    assert report["outputs"] == {"npy": "copied", "log": "copied"}
-    assert (out / case_file(4, "npy")).read_bytes() == b"the result of case 4"
+    first, second = followed.reports
+    assert (first["case"], first["exit_code"], second["case"]) == (4, 0, 5)
+    # Results appended to the job's one results file, each at a multiple of 4096.
+    assert first["outputs"] == {"npy": "copied", "at": 0, "bytes": 20, "log": "copied"}
+    assert second["outputs"] == {"npy": "copied", "at": 4096, "bytes": 20, "log": "absent"}
+    results = (out / batch_results_file(4)).read_bytes()
+    assert results[:20] == b"the result of case 4"
+    assert results[4096:] == b"the result of case 5"
     assert not (work / case_file(4, "npy")).exists()
     assert (out / case_file(4, "log")).read_text() == "an earlier line\nsaid during case 4\n"
-    assert tracker.current == 5 and tracker.killed_by is None
+    assert tracker.current == 6 and tracker.killed_by is None
     assert followed.model_alive()
 
 

@@ -8,9 +8,11 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import struct
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from fmuengine.outputs import (
     InvalidModelOutput,
     load_result,
     open_regular_file,
+    parse_result,
     read_error_report,
     read_log_tail,
     read_result,
@@ -80,10 +83,19 @@ def write(tmp_path: Path, name: str, data: bytes) -> Path:
 
 
 def assert_invalid(path: Path, max_bytes: int = MAX_BYTES) -> str:
-    """Invalid to both readers (mapped for a run, loaded for a batch's case), twice (the
-    second time with the header's parse remembered), for the same reason."""
+    """Invalid to every reader (mapped for a run, loaded, or parsed from its bytes for a
+    batch's case), twice (the second time with the header's parse remembered), for the
+    same reason."""
+
+    def parse(path: Path, max_bytes: int) -> np.ndarray:
+        return parse_result(path.read_bytes(), max_bytes=max_bytes)
+
+    readers: list[Callable[..., np.ndarray]] = [read_result, load_result, load_result]
+    info = os.lstat(path) if os.path.lexists(path) else None
+    if info is not None and stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+        readers.append(parse)
     reasons = set()
-    for reader in (read_result, load_result, load_result):
+    for reader in readers:
         with must_not_block(), pytest.raises(InvalidModelOutput) as raised:
             reader(path, max_bytes=max_bytes)
         reasons.add(raised.value.reason)
@@ -478,6 +490,7 @@ def test_random_outputs_never_raise_anything_else(npy, error_json, log):
                 assert result.dtype.names[0] == "time"
                 loaded = load_result(run_dir / RESULT_FILE, max_bytes=MAX_BYTES)
                 np.testing.assert_array_equal(loaded, result)
+                np.testing.assert_array_equal(parse_result(npy, max_bytes=MAX_BYTES), result)
             parsed = read_error_report(run_dir / ERROR_FILE, allowed_codes=CODES)
             assert parsed is None or (parsed[0] in CODES and len(parsed[1]) <= 500)
             assert isinstance(read_log_tail(run_dir / LOG_FILE), str)
