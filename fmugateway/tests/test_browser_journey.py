@@ -230,9 +230,10 @@ def test_with_billing_on_pricing_shows_the_packs_and_a_run_without_credit_offers
     browser_on,
 ):
     # The migration's packs may be gone (live-server tests empty the tables after them).
-    for name, runs, price_cents in (("10 runs", 10, 900), ("50 runs", 50, 4000)):
+    for name, credit_cents, price_cents in (("10 runs", 1000, 900), ("50 runs", 5000, 4000)):
         CreditPack.objects.update_or_create(
-            name=name, defaults={"runs": runs, "price_cents": price_cents, "active": True}
+            name=name,
+            defaults={"credit_cents": credit_cents, "price_cents": price_cents, "active": True},
         )
     (server,) = shared_billing_web(1)
     journey = browser_on(server.url)
@@ -253,7 +254,7 @@ def test_with_billing_on_pricing_shows_the_packs_and_a_run_without_credit_offers
     sign_up(journey, "payer@example.com")
 
     # The pricing page lists the packs, each with a Buy button that goes to Stripe Checkout.
-    expect(page.locator("#header-balance")).to_have_text("Billing · 0 credits")
+    expect(page.locator("#header-balance")).to_contain_text("Billing · $0.00")
     page.goto("/pricing/")
     expect(page.locator("#price-per-run")).to_have_text("$1.00")
     pack_rows = page.locator("table tbody tr")
@@ -289,4 +290,96 @@ def test_with_billing_on_pricing_shows_the_packs_and_a_run_without_credit_offers
     outside = [url for url in journey.third_party_requests() if "checkout.stripe.com" not in url]
     assert outside == []
     assert [failure for failure in journey.failures() if failure[0] != 402] == []
+    assert journey.script_errors == []
+
+
+def test_a_grid_study_of_two_parameters_from_the_portal_runs_plots_and_downloads(
+    shared_gateway,
+    fmu_paths,
+    browser_on,
+):
+    server = shared_gateway.server
+    journey = browser_on(server.url)
+    page = journey.page
+    sign_up(journey, "engineer@example.com")
+    upload_model(journey, fmu_paths["bouncing_ball"])
+
+    # New study: e listed, h as a range of 2 points; the live price counts the cases.
+    page.get_by_role("link", name="New study").click()
+    expect(page).to_have_url(re.compile(r"/portal/models/[0-9a-f-]{36}/study/$"))
+    page.get_by_label("Vary e", exact=True).check()
+    page.get_by_label("Values of e", exact=True).fill("0.5, 0.7, 0.9")
+    page.get_by_label("Vary h", exact=True).check()
+    page.get_by_label("From / low of h", exact=True).fill("1")
+    page.get_by_label("To / high of h", exact=True).fill("2")
+    page.get_by_label("Points of h", exact=True).fill("2")
+    page.get_by_label("Stop time (s)").fill("2")
+    expect(page.locator("#study-price")).to_have_text("6 cases · free on this server")
+    journey.screenshot("study-form")
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert not journey.scrolls_sideways(), "the new-study form is wider than a phone"
+    journey.screenshot("study-form-phone")
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    # Start it and watch it finish, live.
+    page.get_by_role("button", name="Start study").click()
+    expect(page).to_have_url(re.compile(r"/portal/studies/[0-9a-f-]{36}/$"))
+    expect(page.locator("#study-status")).to_have_text("Succeeded", timeout=RUN_TIMEOUT_MS)
+    expect(page.locator("#study-progress-text")).to_have_text("100 %")
+    expect(page.locator("#study-count-succeeded")).to_have_text("6")
+
+    # The scatter plot: one point per case, of the chosen statistic against the parameter.
+    expect(page.locator("#plots")).to_be_visible()
+    expect(page.locator("#scatter g.points path.point")).to_have_count(6)
+    expect(page.get_by_label("Parameter")).to_have_value("h")
+    page.get_by_label("Parameter").select_option("e")
+    page.get_by_label("Statistic").select_option("final(h)")
+    expect(page.locator("#scatter .xtitle")).to_have_text("e")
+    expect(page.locator("#scatter .ytitle")).to_have_text("final(h)")
+    expect(page.locator("#parcoords-figure")).to_be_hidden()  # two parameters: no need
+
+    # The table of cases sorts by any column.
+    rows = page.locator("#cases tbody tr")
+    expect(rows).to_have_count(6)
+    page.locator("#cases thead").get_by_role("button", name="final(h)").click()
+    page.locator("#cases thead").get_by_role("button", name=re.compile(r"^final\(h\)")).click()
+    expect(page.locator("#cases thead th[aria-sort=descending]")).to_have_count(1)
+    table = rows.evaluate_all(
+        "rows => rows.map(row => [...row.cells].map(cell => cell.textContent))"
+    )
+    header = page.locator("#cases thead th").evaluate_all("cells => cells.map(c => c.textContent)")
+    column = header.index("final(h) ▼")
+    shown = [float(row[column]) for row in table]
+    assert shown == sorted(shown, reverse=True)
+    journey.screenshot("study-succeeded")
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert not journey.scrolls_sideways(), "the study page is wider than a phone"
+    journey.screenshot("study-phone")
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    # Downloads: the summary (CSV and Parquet) and one case's trace.
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Download summary (CSV)").click()
+    summary = list(csv.DictReader(io.StringIO(Path(download_info.value.path()).read_text())))
+    assert list(summary[0]) == ["index", "status", "error_code", "h", "e", "final(h)", "final(v)"]
+    assert sorted((float(row["e"]), float(row["h"])) for row in summary) == sorted(
+        (e, h) for e in (0.5, 0.7, 0.9) for h in (1.0, 2.0)
+    )
+    assert {row["status"] for row in summary} == {"succeeded"}
+    by_index = {int(row[0]): float(row[column]) for row in table}
+    for row in summary:  # the table shows the summary's numbers (to 10 digits)
+        assert by_index[int(row["index"])] == pytest.approx(float(row["final(h)"]), rel=1e-9)
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Download summary (Parquet)").click()
+    assert Path(download_info.value.path()).read_bytes()[:4] == b"PAR1"
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Download the trace of case 0 as CSV").click()
+    trace = list(csv.reader(io.StringIO(Path(download_info.value.path()).read_text())))
+    assert trace[0] == ["time", "h", "v"]
+    assert float(trace[-1][0]) == pytest.approx(2.0)
+
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Studies").click()
+    expect(page.locator("tbody tr")).to_have_count(1)
+    assert journey.third_party_requests() == []
+    assert journey.failures() == []
     assert journey.script_errors == []

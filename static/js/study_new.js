@@ -53,7 +53,9 @@
     }
     if (response.ok) {
       const cases = body.cases === 1 ? "1 case" : body.cases.toLocaleString("en") + " cases";
-      price.textContent = cases + " · " + money(body.price.amount, body.price.currency);
+      const cost =
+        form.dataset.billing === "on" ? money(body.price.amount, body.price.currency) : "free on this server";
+      price.textContent = cases + " · " + cost;
       price.dataset.cases = String(body.cases);
     } else {
       price.textContent = "Not a valid study yet: " + firstError(body.errors);
