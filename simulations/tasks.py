@@ -114,8 +114,9 @@ class SandboxWatch:
     """A worker's main process watching its own sandbox, which it records each time.
 
     While the sandbox is below the required isolation the worker stops consuming the
-    default queue, where the runs are (other queues it takes, e.g. `make run`'s billing
-    one, go on), and resumes once a check finds it ready. Refusing each run (the check in
+    default queue, where the runs are, and the studies queue, where the study chunks are
+    (other queues it takes, e.g. `make run`'s billing one, go on), and resumes once a
+    check finds it ready. Refusing each run (the check in
     simulation_execute) is not enough on its own: a refusing worker that kept consuming
     would take its share of new runs, and most of its own retries too. Redis serves the
     longest-waiting BRPOP first, and the refusing worker's wait restarts when it receives
@@ -127,8 +128,20 @@ class SandboxWatch:
     def __init__(self, consumer) -> None:
         self.consumer = consumer
         self.hostname = consumer.hostname
-        self.queue = consumer.app.conf.task_default_queue
+        app = consumer.app
+        # The queues of sandboxed work this worker reads: runs (the default queue) and
+        # study chunks (wherever the chunk task is routed), not billing's.
+        studies = app.amqp.router.route({}, run_study_chunk_task.name, args=[""])["queue"].name
+        self.queues = [
+            name
+            for name in dict.fromkeys([app.conf.task_default_queue, studies])
+            if name in app.amqp.queues.consume_from
+        ]
         self.paused = False
+
+    def _each(self, method) -> None:
+        for name in self.queues:
+            method(name)
 
     def check(self, at_start: bool = False) -> None:
         status = worker_sandbox_report(worker=self.hostname, at_start=at_start)
@@ -136,14 +149,16 @@ class SandboxWatch:
             return  # could not check: stay as it is
         if not status.ready and not self.paused:
             if at_start:  # in the loop, before its first poll: not one message fetched
-                self.consumer.cancel_task_queue(self.queue)
+                self._each(self.consumer.cancel_task_queue)
             else:  # the timer may be a thread of its own: the loop does it
-                self.consumer.call_soon(self.consumer.cancel_task_queue, self.queue)
+                self.consumer.call_soon(self._each, self.consumer.cancel_task_queue)
             self.paused = True
-            logger.error(
-                "worker %s stops consuming %s until its sandbox is ready", self.hostname, self.queue
-            )
+            for name in self.queues:
+                logger.error(
+                    "worker %s stops consuming %s until its sandbox is ready", self.hostname, name
+                )
         elif status.ready and self.paused:
-            self.consumer.call_soon(self.consumer.add_task_queue, self.queue)
+            self.consumer.call_soon(self._each, self.consumer.add_task_queue)
             self.paused = False
-            logger.info("worker %s consumes %s again", self.hostname, self.queue)
+            for name in self.queues:
+                logger.info("worker %s consumes %s again", self.hostname, name)
