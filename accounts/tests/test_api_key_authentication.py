@@ -42,8 +42,11 @@ def test_a_valid_key_authenticates_as_its_owner(user, api_key_for):
     assert response.status_code == 200
     assert response.json() == {
         "email": user.email,
+        "balance_cents": 0,
+        "balance": "$0.00",
         "credit_balance": 0,
         "price": {"amount": "1.00", "currency": "usd"},
+        "study_case_price": {"amount": "0.02", "currency": "usd"},
         "billing_mode": "off",
     }
 

@@ -21,6 +21,7 @@ Rules:
 Modules (callers import the names below from `billing.services`):
     run_charges  paying for a run in its transaction, linking it, giving it back
     study_charges  the same for a study, given back in parts
+    tokens       payment tokens spent (a run's; a study's of exactly its cases)
     checkout     the 402's Payment and Checkout Sessions (runs, studies, credit packs)
     fulfilment   verified webhooks and reconciliation: payments paid, expired, refunded
     operators    the admin's grants, revocations, token voids and refunds in Stripe

@@ -19,9 +19,8 @@ from accounts.models import User
 from billing import selectors, stripe_api
 from billing.locks import lock_account
 from billing.models import CreditPack, Payment, PaymentPurpose, PaymentStatus, money_text
-from billing.services.common import price_text
+from billing.services.common import price_text, study_price_cents
 from billing.services.errors import PaymentRequired
-from billing.services.study_charges import study_price_cents
 from core.errors import Conflict
 
 # A 402 reuses the open Payment only while its Checkout Session has this long left,
@@ -117,7 +116,7 @@ def study_payment_open_or_create(*, user: User, cases: int) -> Payment:
             user=user,
             purpose=PaymentPurpose.STUDY,
             cases=cases,
-            amount_cents=cases * settings.STUDY_CASE_PRICE_CENTS,
+            amount_cents=study_price_cents(cases=cases),
             currency=settings.SIMULATION_PRICE_CURRENCY,
             expires_at=timezone.now() + timedelta(seconds=settings.CHECKOUT_SESSION_TTL),
         )

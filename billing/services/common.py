@@ -13,6 +13,11 @@ def price_text() -> str:
     return money_text(settings.SIMULATION_PRICE_CENTS)
 
 
+def study_price_cents(*, cases: int) -> int:
+    """What a study of `cases` cases costs, in cents (the same whether billing is on)."""
+    return cases * settings.STUDY_CASE_PRICE_CENTS
+
+
 def payment_note(payment: Payment, text: str) -> None:
     """Append a timestamped line to the payment's notes (saved by the caller)."""
     stamp = timezone.now().strftime("%Y-%m-%d %H:%M:%S UTC")

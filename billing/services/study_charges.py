@@ -27,15 +27,18 @@ from billing import selectors
 from billing.charges import Charge, ChargeKind
 from billing.locks import lock_account_id
 from billing.models import LedgerEntry, LedgerKind, Payment, money_text
+from billing.services.common import study_price_cents
 from billing.services.errors import PaymentRequired
-from billing.services.run_charges import credit_text, payment_token_consume
+from billing.services.tokens import credit_text, payment_token_consume
 
 logger = logging.getLogger(__name__)
 
-
-def study_price_cents(*, cases: int) -> int:
-    """What a study of `cases` cases costs, in cents (the same whether billing is on)."""
-    return cases * settings.STUDY_CASE_PRICE_CENTS
+__all__ = [
+    "study_charge_give_back",
+    "study_charge_link",
+    "study_charge_take",
+    "study_price_cents",
+]
 
 
 def study_charge_take(*, user: User, cases: int, payment_token: str | None = None) -> Charge:
