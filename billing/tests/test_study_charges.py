@@ -277,3 +277,52 @@ def test_reconciliation_fulfils_a_missed_study_payment_once_and_the_money_adds_u
     assert credit_balance(user=user) == 250 + 120
     kinds = sorted(LedgerEntry.objects.values_list("kind", "amount_cents"))
     assert kinds == [("grant", 250), ("refund", 120)]
+
+
+@pytest.mark.stripe
+def test_a_study_payment_shows_its_cases_in_the_api_and_on_its_page(
+    api_client, browser, user, billing_on
+):
+    mine = PaymentFactory(
+        user=api_client.user,
+        paid=True,
+        purpose=PaymentPurpose.STUDY,
+        cases=CASES,
+        amount_cents=1000,
+    )
+    page_payment = PaymentFactory(
+        user=user, paid=True, purpose=PaymentPurpose.STUDY, cases=CASES, amount_cents=1000
+    )
+
+    shown = api_client.get(f"/api/v1/payments/{mine.pk}").json()
+    page = browser.get(f"/billing/payments/{page_payment.pk}/").content.decode()
+
+    assert (shown["purpose"], shown["cases"], shown["amount"], shown["amount_cents"]) == (
+        "study",
+        CASES,
+        "10.00",
+        1000,
+    )
+    assert (shown["token"], shown["token_status"], shown["credit_pack"]) == (
+        mine.token,
+        "unused",
+        None,
+    )
+    assert "Payment for one study of 500 cases" in page
+    assert f'<code id="payment-token">{page_payment.token}</code>' in page
+    assert "one study of exactly 500 cases" in page
+    assert "retry-command" not in page  # the curl line is a run's
+
+
+@pytest.mark.stripe
+def test_billing_history_shows_a_study_debit_and_its_refund_in_money(browser, user, billing_on):
+    LedgerEntryFactory(user=user, amount_cents=1500, reason="welcome")
+    charge = services.study_charge_take(user=user, cases=CASES)
+    services.study_charge_link(charge=charge, study=study_of(user))
+    services.study_charge_give_back(charge=charge, cents=40, reason="20 cases cancelled")
+
+    page = browser.get("/billing/").content.decode()
+
+    assert '<strong id="balance">$5.40</strong>' in page
+    assert "-$10.00" in page and "+$0.40" in page
+    assert "study of 500 cases (BouncingBall)" in page
