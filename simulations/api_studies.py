@@ -43,6 +43,7 @@ from simulations.models import (
 )
 from simulations.services import studies as study_services
 from simulations.studies import tables
+from simulations.studies.summary import SummarySpec
 from simulations.study_serializers import (
     GRID_EXAMPLE,
     LHS_EXAMPLE,
@@ -275,7 +276,9 @@ class StudyCaseListApi(APIView):
         cases = study_selectors.study_cases(study=study, status=status_filter or None)
         paginator = ApiPagination()
         page = paginator.paginate_queryset(cases, request, view=self)
-        return paginator.get_paginated_response(StudyCaseOutputSerializer(page, many=True).data)
+        columns = SummarySpec.from_json(study.summary_spec).columns()
+        cases_json = StudyCaseOutputSerializer(page, many=True, context={"columns": columns}).data
+        return paginator.get_paginated_response(cases_json)
 
 
 # --- results: one case's trace, the summary, the long table ---------------------------------

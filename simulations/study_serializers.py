@@ -217,7 +217,10 @@ class StudyCaseOutputSerializer(serializers.ModelSerializer):
         )
     )
     def get_summary(self, case: StudyCase) -> dict:
-        return {name: _finite(value) for name, value in (case.summary or {}).items()}
+        stored = case.summary or {}
+        # JSONB keeps no key order: the view passes the study's column order.
+        columns = self.context.get("columns") or list(stored)
+        return {name: _finite(stored[name]) for name in columns if name in stored}
 
     def get_result_url(self, case: StudyCase) -> str | None:
         if case.status != StudyCaseStatus.SUCCEEDED:

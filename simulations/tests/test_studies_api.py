@@ -486,6 +486,7 @@ def test_summary_long_table_and_case_results_in_every_format(api_client, fmu_pat
     long_table = list(csv.reader(io.StringIO(body_text(api_client.get(results_url)))))
     assert long_table[0] == ["case", "time", "h", "v"]
     cases = all_cases(api_client, study)
+    assert all(list(case["summary"]) == columns[5:] for case in cases)  # in the study's order
     for case in cases:
         header, trace = case_trace(api_client, case)
         mine = np.array([row[1:] for row in long_table[1:] if int(row[0]) == case["index"]], float)
