@@ -19,6 +19,7 @@ duplicate delivery) ends quietly.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -31,8 +32,8 @@ from typing import Any
 
 from celery import current_app
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Count, F, Max
+from django.db import connection, transaction
+from django.db.models import Count, F, Max, Sum
 from django.utils import timezone
 
 from billing.charges import Charge
@@ -113,22 +114,32 @@ def study_chunk_execute(*, study_id: uuid.UUID | str, worker: str = "") -> None:
 
 
 def chunk_size(study: Study) -> int:
-    """Cases for about STUDY_CHUNK_SECONDS of work, at the pace of the study's last chunks."""
+    """Cases for about STUDY_CHUNK_SECONDS of work, at the pace of the study's last chunks.
+
+    A chunk's time is a fixed part (the sandbox job, the model loaded, the files and rows
+    written) plus its cases' own wall time; sizing by the whole time per case would count
+    the fixed part once per case and keep small chunks small. So the two are measured
+    apart: the next chunk gets what fits in what is left of STUDY_CHUNK_SECONDS after the
+    fixed part (at least one case)."""
     recent = (
         StudyChunk.objects.filter(study=study, finished_at__isnull=False, summary_name__gt="")
-        .annotate(cases_count=Count("cases"))
+        .annotate(cases_count=Count("cases"), cases_wall=Sum("cases__wall_seconds"))
         .order_by("-number")[:PACE_CHUNKS]
     )
-    seconds = 0.0
+    chunks = seconds = cases_wall = 0.0
     count = 0
     for chunk in recent:
         assert chunk.finished_at is not None
+        chunks += 1
         seconds += (chunk.finished_at - chunk.started_at).total_seconds()
+        cases_wall += chunk.cases_wall or 0.0
         count += chunk.cases_count
     if not count or seconds <= 0:
         return max(1, settings.STUDY_FIRST_CHUNK_CASES)
-    per_case = seconds / count
-    size = int(settings.STUDY_CHUNK_SECONDS / per_case)
+    per_case = max(cases_wall, seconds / 10) / count  # a case costs something, whatever said
+    fixed = max(0.0, seconds - cases_wall) / chunks
+    budget = max(settings.STUDY_CHUNK_SECONDS - fixed, settings.STUDY_CHUNK_SECONDS / 4)
+    size = int(budget / per_case)
     return max(1, min(settings.STUDY_MAX_CHUNK_CASES, size))
 
 
@@ -361,19 +372,7 @@ def _chunk_record(
             case.result_rows = end.rows
             case.cpu_seconds = end.cpu_seconds
             case.wall_seconds = end.wall_seconds
-        StudyCase.objects.bulk_update(
-            cases,
-            [
-                "status",
-                "error_code",
-                "error_message",
-                "summary",
-                "result_rows",
-                "cpu_seconds",
-                "wall_seconds",
-            ],
-            batch_size=500,
-        )
+        _cases_write(cases)
         cents = study_cases_cents(locked_study, refunded_cases) if refunded_cases else 0
         if cents:
             charge = study_charge_give_back(
@@ -410,6 +409,59 @@ def _chunk_record(
             refunded_cases,
             cents,
         )
+
+
+_CASE_END_FIELDS = (
+    "status",
+    "error_code",
+    "error_message",
+    "summary",
+    "result_rows",
+    "cpu_seconds",
+    "wall_seconds",
+)
+
+
+def _cases_write(cases: list[StudyCase]) -> None:
+    """Every case's end in one statement per 500 cases.
+
+    Django's bulk_update writes a CASE WHEN per field and row: for a chunk of 100 cases
+    it cost half a second of the worker's CPU, a third of the chunk. On PostgreSQL one
+    UPDATE ... FROM (VALUES ...) does the same in milliseconds.
+    """
+    if connection.vendor != "postgresql":
+        StudyCase.objects.bulk_update(cases, list(_CASE_END_FIELDS), batch_size=500)
+        return
+    table = StudyCase._meta.db_table
+    for start in range(0, len(cases), 500):
+        batch = cases[start : start + 500]
+        rows = ", ".join(
+            [
+                "(%s::bigint, %s, %s, %s, %s::jsonb, %s::integer, %s::double precision, "
+                "%s::double precision)"
+            ]
+            * len(batch)
+        )
+        values: list[Any] = []
+        for case in batch:
+            values += [
+                case.pk,
+                case.status,
+                case.error_code,
+                case.error_message,
+                json.dumps(case.summary),
+                case.result_rows,
+                case.cpu_seconds,
+                case.wall_seconds,
+            ]
+        columns = ", ".join(_CASE_END_FIELDS)
+        assignments = ", ".join(f"{name} = v.{name}" for name in _CASE_END_FIELDS)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} AS c SET {assignments} "  # noqa: S608 (names are ours)
+                f"FROM (VALUES {rows}) AS v(id, {columns}) WHERE c.id = v.id",
+                values,
+            )
 
 
 def _tickets_send(study_id, count: int) -> None:
