@@ -163,7 +163,8 @@ class _Batch:
         self.next += 1
         if self.on_case is not None:
             self.on_case(outcome)
-            outcome = replace(outcome, result=None)  # the caller has it: not held twice
+            if outcome.result is not None:  # the caller has it: not held twice
+                outcome = replace(outcome, result=None)
         self.outcomes.append(outcome)
 
     def end_all(self, status: str, code: str, message: str) -> None:

@@ -124,7 +124,7 @@ def _verdict(
         return _judge_signal(int(value), finished, limits, disk_full)
     code = int(value)
     if code == 0:
-        return _judge_result(finished, out_dir / result_name, limits, loaded, read_result)
+        return _judge_result(finished, out_dir, result_name, limits, loaded, read_result)
     if disk_full:
         return (
             FAILED,
@@ -177,7 +177,8 @@ def _judge_signal(
 
 def _judge_result(
     finished: dict[str, Any],
-    path: Path,
+    out_dir: Path,
+    result_name: str,
     limits: SandboxLimits,
     loaded: list[np.ndarray] | None,
     read_result: Callable[[int], np.ndarray] | None,
@@ -186,13 +187,14 @@ def _judge_result(
     if copied == "too_large":
         message = f"The result is larger than the limit of {_mib(limits.file_size_bytes)}."
         return FAILED, RunErrorCode.FILE_SIZE_EXCEEDED, message, None
+    path: Path | None = None  # a batch case's result is in its job's results file
     try:
         if read_result is not None:
             result = read_result(limits.file_size_bytes)
-        elif loaded is None:
-            result = outputs.read_result(path, max_bytes=limits.file_size_bytes)
         else:
-            result = outputs.load_result(path, max_bytes=limits.file_size_bytes)
+            path = out_dir / result_name
+            read = outputs.read_result if loaded is None else outputs.load_result
+            result = read(path, max_bytes=limits.file_size_bytes)
         if loaded is not None:
             loaded.append(result)
     except outputs.InvalidModelOutput as error:

@@ -111,6 +111,7 @@ class CaseTracker:
         file_size_bytes: int,
         status: Callable[[dict[str, Any]], None],  # gets each ended case's report
         disk_full: Callable[[], bool],
+        ack_fd: int = -1,
     ) -> None:
         self.pid = pid
         self.next_case = first_case
@@ -124,6 +125,7 @@ class CaseTracker:
         self.file_size_bytes = file_size_bytes
         self.status = status
         self.disk_full = disk_full
+        self.ack_fd = ack_fd
         self.current: int | None = None
         self.buffer = b""
         self.killed_by: str | None = None
@@ -209,6 +211,11 @@ class CaseTracker:
         self.case_started = now
         self.case_cpu_start = self._cpu()
         self.status(report)
+        if self.ack_fd >= 0:
+            # The model process waits for this before its next case's code runs, so no
+            # case can touch a file or log line of the one before it.
+            with contextlib.suppress(OSError):  # it may have exited (EPIPE)
+                os.write(self.ack_fd, b"k")
 
     def _copy_case(self, index: int, exit_code: int) -> dict[str, Any]:
         """The case's files out, bounded as a run's, and removed from the scratch: its
@@ -346,6 +353,7 @@ def open_tracker(
     *,
     status: Callable[[dict[str, Any]], None],
     disk_full: Callable[[], bool],
+    ack_fd: int,
 ) -> CaseTracker:
     """The follower of a batch job's cases, once its model process has its "go"."""
     assert job.first_case is not None
@@ -372,4 +380,5 @@ def open_tracker(
         file_size_bytes=job.limits.file_size_bytes,
         status=status,
         disk_full=disk_full,
+        ack_fd=ack_fd,
     )

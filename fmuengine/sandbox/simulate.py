@@ -273,12 +273,14 @@ KEPT_BETWEEN_CASES = frozenset({LOG_FILE, MODEL_FILE, EXTRACT_DIR})
 SCRATCH_DIRS = (".", "/tmp")  # noqa: S108  (the run's own tmpfs in its jail)
 
 
-def simulate_cases(batch: Any, first_case: int, case_fd: int, prepared: bool) -> int:
+def simulate_cases(batch: Any, first_case: int, case_fd: int, ack_fd: int, prepared: bool) -> int:
     """A batch's cases from `first_case` on, in this one process: the model read once,
     then per case a fresh FMU instance (one `fmpy.simulate_fmu` call, as a single run
     makes it, without progress reports), its result in case-<i>.npy or its failure in
     case-<i>.error.json, and "s <i>" / "e <i> <exit code>" on `case_fd` to the monitor,
-    which enforces the per-case limits and copies the case's files out.
+    which enforces the per-case limits and copies the case's files out; after each end
+    it waits for the monitor's byte on `ack_fd` (the files are copied), so that the next
+    case's code never sees them, nor writes a log line the monitor gives the last case.
 
     Returns BATCH_YIELD_EXIT_CODE when the process should not serve another case (the
     runner then continues in a fresh one), 0 when every case was run."""
@@ -293,7 +295,8 @@ def simulate_cases(batch: Any, first_case: int, case_fd: int, prepared: bool) ->
     # the start of the next go in one write: one wake-up of the monitor per case.
     started = b"\ns %d\n" % first_case
     for index in range(first_case, len(cases)):
-        _mark(case_fd, started)
+        if started:
+            _mark(case_fd, started)
         params = cases[index] if isinstance(cases[index], dict) else {}
         del _last_reported[:]
         code = _simulate_case(
@@ -311,7 +314,10 @@ def simulate_cases(batch: Any, first_case: int, case_fd: int, prepared: bool) ->
         if set(_last_reported) & STATEFUL_FAILURES or not _clean_scratch(index):
             _mark(case_fd, ended)
             return BATCH_YIELD_EXIT_CODE
-        started = ended + b"s %d\n" % (index + 1)
+        _mark(case_fd, ended + b"s %d\n" % (index + 1))
+        if os.read(ack_fd, 1) != b"k":  # the monitor is gone
+            return BATCH_YIELD_EXIT_CODE
+        started = b""
     return 0
 
 

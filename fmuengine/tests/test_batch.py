@@ -231,6 +231,7 @@ class Followed:
 
     tracker: CaseTracker
     pipe: tuple[int, int]
+    acks: tuple[int, int]  # the monitor's "copied" bytes to the model process
     reports: list[dict[str, Any]]
     work: Path
     out: Path
@@ -256,6 +257,8 @@ def followed(tmp_path):
         time.sleep(60)
         os._exit(0)
     reports: list[dict[str, Any]] = []
+    acks = os.pipe()
+    os.set_blocking(acks[0], False)
     tracker = CaseTracker(
         pid=model,
         first_case=4,
@@ -269,11 +272,12 @@ def followed(tmp_path):
         file_size_bytes=1 << 20,
         status=reports.append,
         disk_full=lambda: False,
+        ack_fd=acks[1],
     )
     pipe = os.pipe()
-    yield Followed(tracker, pipe, reports, work, out)
+    yield Followed(tracker, pipe, acks, reports, work, out)
     tracker.close()
-    for fd in pipe:
+    for fd in (*pipe, *acks):
         os.close(fd)
     with contextlib.suppress(ProcessLookupError, ChildProcessError):
         os.kill(model, 9)
@@ -287,12 +291,16 @@ def test_markers_in_order_copy_each_case_out_and_junk_lines_are_skipped(followed
     (work / "fmu.log").write_text("an earlier line\n")
 
     followed.feed(b"\ns 4\n")
+    with pytest.raises(BlockingIOError):  # no case ended yet: the model process waits
+        os.read(followed.acks[0], 8)
     with open(work / "fmu.log", "a") as log:
         log.write("said during case 4\n")
     followed.feed(b"junk \x01\x02\ne 0 0 junk\n99999\n\ns\n" + b"x" * 500 + b"\n")
     followed.feed(b"\ne 4 0\ns 5\n")
     followed.feed(b"\ne 5 0\ns 6\n")
 
+    # One "copied" per ended case, sent once its files were out.
+    assert os.read(followed.acks[0], 8) == b"kk"
     first, second = followed.reports
     assert (first["case"], first["exit_code"], second["case"]) == (4, 0, 5)
     # Results appended to the job's one results file, each at a multiple of 4096.
