@@ -1,4 +1,4 @@
-"""Writes for models and runs: uploads, run creation, execution, cancel, retention.
+"""Writes for models, runs and studies: uploads, creation, execution, cancel, retention.
 
 Callers (the API, the portal's views, tasks, the admin, receivers, other apps, tests)
 import the names below from `simulations.services`; the modules are how they are kept:
@@ -14,9 +14,11 @@ import the names below from `simulations.services`; the modules are how they are
     study_lifecycle  every status change of a study, and its counters
     errors     FMURejected (conflicts are core.errors.Conflict, with their ProblemCode)
 
-Imports go one way. Within the package: runs, execution and retention use lifecycle and
-models, never each other; lifecycle uses no other service. Across apps: simulations
-imports billing (the run's Charge, billing.services' run_charge_*), never the reverse.
+Imports go one way (pyproject.toml's layers contract). Within the package: runs,
+execution and retention use lifecycle and models, never each other; the lifecycles use
+no other service; studies use runs (the request fingerprint); study_execution uses
+studies and execution (a run's sandbox limits). Across apps: simulations imports billing
+(the Charge, billing.services' run_charge_* and study_charge_*), never the reverse.
 Tasks and services: see simulations/tasks.py.
 """
 
