@@ -151,3 +151,24 @@ def test_another_accounts_study_pages_are_not_found(browser, fmu_paths):
     assert browser.post(reverse("portal:study-cancel", args=[study.pk])).status_code == 404
     assert browser.post(reverse("portal:study-delete", args=[study.pk])).status_code == 404
     assert Study.objects.get().status == StudyStatus.QUEUED
+
+
+@pytest.mark.stripe
+def test_a_study_without_credit_offers_to_pay_for_the_whole_study_once(
+    browser, bouncing_ball, billing_on, settings
+):
+    settings.STUDY_CASE_PRICE_CENTS = 25
+    url = reverse("portal:model-study", args=[bouncing_ball.pk])
+    quote = browser.post(url + "?dry_run=1", grid_form(bouncing_ball))
+    assert quote.status_code == 200 and quote.json()["price"]["amount"] == "1.50"
+    assert billing_on.sessions == {}  # the live price asks Stripe for nothing
+
+    response = browser.post(url, grid_form(bouncing_ball))
+
+    assert response.status_code == 402
+    text = response.content.decode()
+    assert "6 cases" in text and "$1.50" in text
+    (session,) = billing_on.sessions.values()
+    assert session["amount_total"] == 150
+    assert f'href="{session["url"]}"' in text and "Pay for this study" in text
+    assert not Study.objects.exists()
