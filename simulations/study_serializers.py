@@ -358,9 +358,12 @@ class StudyPaymentRequiredProblemSerializer(ProblemSerializer):
     )
     credit_packs_url = serializers.CharField(help_text="Buy credit here.")
     payment_token_status = serializers.ChoiceField(
-        choices=["none", "invalid", "used", "expired", "void"],
+        choices=["none", "invalid", "used", "expired", "void", "mismatch"],
         required=False,
-        help_text="Why no Payment-Token paid for this study (`none`: none was sent).",
+        help_text=(
+            "Why no Payment-Token paid for this study (`none`: none was sent; `mismatch`: "
+            "a run's token, or a study's of another number of cases)."
+        ),
     )
 
 

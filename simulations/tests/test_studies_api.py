@@ -579,6 +579,7 @@ def test_a_study_without_credit_gets_one_402_and_the_paid_token_pays_exactly_tha
     smaller = {**body, "design": {"kind": "grid", "parameters": {"e": [0.5, 0.6], "h": [1, 2]}}}
     wrong_size = create(api_client, smaller, HTTP_PAYMENT_TOKEN=token)
     assert wrong_size.status_code == 402
+    assert wrong_size.json()["payment_token_status"] == "mismatch"
     accepted = create(api_client, body, HTTP_PAYMENT_TOKEN=token)
     assert accepted.status_code == 202, accepted.content
     study = accepted.json()
