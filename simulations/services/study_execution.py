@@ -5,8 +5,8 @@ the next queued cases as a chunk, runs them with the engine's run_batch (one san
 process for the chunk, a fresh FMU instance per case, a fresh process after a case that
 crashed), writes the chunk's two columnar files (simulations.studies.tables), records
 every case, gives back the cents of the cases that failed through the platform's fault
-(one give-back per chunk; simulations.run_errors decides whose fault), and queues one
-more ticket while cases remain. So a study holds no worker slot longer than one chunk,
+or never started because of a cancel (one give-back per chunk; simulations.run_errors
+decides whose fault), and queues one more ticket while cases remain. So a study holds no worker slot longer than one chunk,
 and a run waiting on the default queue takes the next slot that frees (docs/studies.md).
 
 A chunk is sized to about STUDY_CHUNK_SECONDS of work from the study's finished chunks
@@ -217,9 +217,18 @@ def _chunk_run(
         for case in cases
     ]
 
+    cancel_seen = False
+
     def on_case(outcome: Any) -> None:
+        nonlocal cancel_seen
         case = cases[outcome.index]
         end = _case_end(outcome, spec)
+        if end.status == StudyCaseStatus.CANCELLED:
+            # The batch runs its cases in order: the first one the cancel ended was
+            # running (it ran, as a run cancelled while running: charged), the ones after
+            # it never started (refunded).
+            end.started = not cancel_seen
+            cancel_seen = True
         ends[case.index] = end
         trace = outcome.result if end.status == StudyCaseStatus.SUCCEEDED else None
         end.rows = tables.add_case(
@@ -261,8 +270,6 @@ def _case_end(outcome: Any, spec: SummarySpec) -> _CaseEnd:
     )
     if status == StudyCaseStatus.CANCELLED:
         end.error_code = end.error_code or RunErrorCode.CANCELLED
-        # A case stopped before its process started it used nothing.
-        end.started = bool(outcome.wall_seconds)
     elif status == StudyCaseStatus.FAILED and not end.error_code:
         end.error_code = RunErrorCode.SANDBOX_FAILED
     if status == StudyCaseStatus.SUCCEEDED:
@@ -302,7 +309,7 @@ def _chunk_store(
     tables: ChunkTables,
 ) -> tuple[str, str]:
     """The chunk's files in storage; on a storage failure its succeeded cases fail (ours)."""
-    _unended_close(study, cases, ends)
+    _unended_close(study, cases, ends, tables)
     try:
         return chunk_tables_store(study_id=study.pk, number=chunk.number, tables=tables)
     except Exception:
@@ -317,9 +324,12 @@ def _chunk_store(
         return "", ""
 
 
-def _unended_close(study: Study, cases: list[StudyCase], ends: dict[int, _CaseEnd]) -> None:
+def _unended_close(
+    study: Study, cases: list[StudyCase], ends: dict[int, _CaseEnd], tables: ChunkTables
+) -> None:
     """Cases the batch did not report: cancelled if the owner asked, else the sandbox's
-    failure (the batch stopped: ours). Neither is charged."""
+    failure (the batch stopped: ours). Neither is charged. Each gets its row in the
+    chunk's summary file, which holds every case of the chunk."""
     cancel = Study.objects.filter(pk=study.pk, cancel_requested_at__isnull=False).exists()
     for case in cases:
         if case.index in ends:
@@ -337,6 +347,15 @@ def _unended_close(study: Study, cases: list[StudyCase], ends: dict[int, _CaseEn
                 error_code=RunErrorCode.SANDBOX_FAILED,
                 message="The platform could not run this case; it is not charged.",
             )
+        end = ends[case.index]
+        tables.add_case(
+            index=case.index,
+            status=end.status,
+            error_code=str(end.error_code),
+            values=case.values,
+            statistics={},
+            trace=None,
+        )
 
 
 def _chunk_record(
@@ -378,7 +397,7 @@ def _chunk_record(
             charge = study_charge_give_back(
                 charge=Charge.from_json(locked_study.charge),
                 cents=cents,
-                reason=f"{refunded_cases} cases failed through the platform's fault",
+                reason=f"{refunded_cases} cases not run or failed through our fault",
             )
             Study.objects.filter(pk=study.pk).update(charge=charge.to_json())
         cpu = sum(end.cpu_seconds or 0.0 for end in ends.values())
@@ -403,7 +422,7 @@ def _chunk_record(
             transaction.on_commit(lambda: _tickets_send(study.pk, 1))
     if refunded_cases:
         logger.warning(
-            "study %s chunk %s: %d cases failed through the platform's fault, %d cents given back",
+            "study %s chunk %s: %d cases not run or failed through our fault, %d cents given back",
             study.pk,
             chunk.number,
             refunded_cases,

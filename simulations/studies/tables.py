@@ -160,6 +160,8 @@ class ChunkTables:
         if self._trace_writer is not None:
             self._trace_writer.close()
         table = pa.table(self.rows, schema=self.summary_schema)
+        # In case order, whatever order the cases ended in (readers merge by case).
+        table = table.sort_by("index")
         pq.write_table(table, self.summary_path)
         return self.summary_path, (self.trace_path if self._trace_writer is not None else None)
 

@@ -4,6 +4,7 @@ Two real workers: test_study_workers.py."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import fmpy
@@ -260,3 +261,48 @@ def test_cases_failed_through_the_platform_are_refunded_once_per_chunk(
     assert [chunk.refunded_cents for chunk in StudyChunk.objects.filter(study=study)] == [8, 0]
     refunds = LedgerEntry.objects.filter(user=user, kind=LedgerKind.REFUND)
     assert refunds.count() == 1
+
+
+@pytest.mark.stripe
+@pytest.mark.django_db(transaction=True)
+def test_a_cancel_stops_a_running_chunk_and_its_unstarted_cases_are_refunded(
+    user, fmu_paths, billing_on, settings
+):
+    """The chunk sees the cancel while its second case loops: that case is cancelled (it
+    ran: not refunded), the ones after it never started (refunded); every case has its
+    summary row."""
+    import threading
+
+    from billing.selectors import credit_balance
+    from billing.tests.factories import LedgerEntryFactory
+    from simulations.tests.factories import UploadedModelFactory
+
+    settings.STUDY_CASE_PRICE_CENTS = 2
+    model = UploadedModelFactory(owner=user, fmu=fmu_paths["case_behaviour"])
+    LedgerEntryFactory(user=user, amount_cents=100)
+    cases = [{"mode": 2 if index == 1 else 0, "k": 1.0} for index in range(6)]
+    request = {
+        "base": {"stop_time": 1.0, "timeout": 60},
+        "design": {"kind": "cases", "cases": cases},
+    }
+    study, _ = study_create(owner=user, model=model, request=request)
+    assert credit_balance(user=user) == 88
+    worker = threading.Thread(target=study_chunk_execute, kwargs={"study_id": study.pk})
+    worker.start()
+    deadline = time.monotonic() + 30
+    while not StudyChunk.objects.filter(study=study).exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(2)  # case 0 is done, case 1 loops
+    study_cancel(study=study)
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+
+    study.refresh_from_db()
+    assert study.status == StudyStatus.CANCELLED
+    ended = dict(StudyCase.objects.filter(study=study).values_list("index", "status"))
+    assert ended == {0: "succeeded", **{index: "cancelled" for index in range(1, 6)}}
+    assert (study.cases_succeeded, study.cases_cancelled) == (1, 5)
+    assert credit_balance(user=user) == 88 + 4 * 2  # cases 2..5 never started
+    rows = list(summary_iter_rows(study))
+    assert [(row[0], row[1]) for row in rows] == sorted(ended.items())
