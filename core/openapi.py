@@ -72,9 +72,13 @@ class PaymentRequiredProblemSerializer(ProblemSerializer):
     payment = PaymentLinkSerializer()
     credit_packs_url = serializers.CharField(help_text="Buy credits for many runs here.")
     payment_token_status = serializers.ChoiceField(
-        choices=["none", "invalid", "used", "expired", "void"],
+        choices=["none", "invalid", "used", "expired", "void", "mismatch"],
         required=False,
-        help_text="Why no Payment-Token paid for this run (`none`: none was sent).",
+        help_text=(
+            "Why no Payment-Token paid for this request (`none`: none was sent; `mismatch`: "
+            "a token bought for another purpose, e.g. a run's for a study or a study's of "
+            "another size)."
+        ),
     )
 
 

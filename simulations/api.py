@@ -198,17 +198,28 @@ class ChargeSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(
         choices=ChargeKind.choices(),
         help_text=(
-            "free: nothing was taken (billing off, or an operator's retry); credit: one run "
-            "of your credit; token: a paid payment's token."
+            "free: nothing was taken (billing off, or an operator's retry); credit: the price "
+            "taken from your credit; token: a paid payment's token."
         ),
     )
     payment = serializers.UUIDField(
         required=False, help_text="token: the payment whose token paid for the run."
     )
     reason = serializers.CharField(required=False, help_text="free: why, if not billing off.")
+    amount_cents = serializers.IntegerField(
+        required=False, help_text="What was taken, in cents (credit and token charges)."
+    )
+    cases = serializers.IntegerField(
+        required=False, help_text="A study's charge: the number of cases it paid for."
+    )
     refunded = serializers.BooleanField(
         required=False,
-        help_text="Present (true) once the charge was given back, as one run of credit.",
+        help_text="Present (true) once the whole charge was given back, as credit.",
+    )
+    refunded_cents = serializers.IntegerField(
+        required=False,
+        help_text="A study's charge: what was given back so far as credit, in cents "
+        "(cases failed through our fault, or cancelled before they ran).",
     )
     refund_reason = serializers.CharField(
         required=False, help_text="Why it was given back (e.g. an error code of ours)."

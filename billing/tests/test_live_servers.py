@@ -109,4 +109,9 @@ def test_a_402_from_one_machine_paid_through_another_is_redeemed_on_the_first(
         headers={**headers, "Payment-Token": status["token"]},
     )
     assert accepted.status_code == 202, accepted.text
-    assert accepted.json()["charge"] == {"kind": "token", "payment": quote["id"]}
+    # The servers run on the default price, $1.00 a run.
+    assert accepted.json()["charge"] == {
+        "kind": "token",
+        "payment": quote["id"],
+        "amount_cents": 100,
+    }

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.conf import settings as django_settings
 from django.test import Client
 from django.utils import timezone
 
@@ -84,7 +85,11 @@ def test_a_run_is_paid_on_checkout_and_retried_with_the_token(
 
     assert accepted.status_code == 202, accepted.content
     run = accepted.json()
-    assert run["charge"] == {"kind": "token", "payment": quote["id"]}
+    assert run["charge"] == {
+        "kind": "token",
+        "payment": quote["id"],
+        "amount_cents": django_settings.SIMULATION_PRICE_CENTS,
+    }
     finished = simulation_services.simulation_execute(simulation_id=run["id"])
     assert finished.status == SimulationStatus.SUCCEEDED
     assert api_client.get(quote["status_url"]).json()["simulation"] == run["id"]

@@ -190,7 +190,8 @@ def test_without_waiting_a_402_raises_and_fmugw_exits_3_then_runs_with_the_token
     assert queued.returncode == 0, queued.stderr
     (run,) = gateway.client.simulations()
     assert queued.stdout.strip() == run.id
-    assert run.charge == {"kind": "token", "payment": required.payment_id}
+    # The server runs on the default price, $1.00 a run.
+    assert run.charge == {"kind": "token", "payment": required.payment_id, "amount_cents": 100}
 
 
 def test_an_expired_checkout_ends_the_wait_with_payment_failed(

@@ -117,8 +117,8 @@ def test_shows_the_real_price_the_token_lifetime_and_the_packs_on_sale(client, s
     html = landing_html(client)
     page = outline(html)
     assert page.text_by_id["landing-price"] == "$2.50"
-    assert "10 runs for $9.00" in html
-    assert "99 runs" not in html
+    assert "$25.00 of credit for $9.00" in html
+    assert "$247.50" not in html
     assert "402 Payment Required" in html
     assert "Payment-Token: &lt;token&gt;" in html
     assert "valid for 20 minutes" in html
