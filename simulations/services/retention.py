@@ -14,12 +14,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from core.errors import Conflict
 from core.storage import StorageUnavailable, delete_stored_file, stored_files_older_than
-from simulations.models import Model, Simulation
+from simulations.models import Model, Simulation, StudyChunk
 from simulations.services.models import (
     fmu_storage_name,
     model_delete,
@@ -92,10 +93,12 @@ def models_expire(*, now: datetime | None = None) -> int:
 
 
 def storage_orphans_delete(*, now: datetime | None = None) -> int:
-    """Delete stored FMUs and results that no row points at; returns how many.
+    """Delete stored FMUs, results and study chunk files that no row points at; returns
+    how many.
 
     They are left behind when storage was down at the moment their last row went (the
-    delete is then only logged). Deleted as rows release them: an FMU under the same
+    delete is then only logged), or by a study chunk that stored its files and then
+    could not record them. Deleted as rows release them: an FMU under the same
     lock as uploads take, after checking again that no row uses it.
     """
     cutoff = (now or timezone.now()) - ORPHAN_GRACE
@@ -104,6 +107,7 @@ def storage_orphans_delete(*, now: datetime | None = None) -> int:
         for prefix, referenced, release in (
             ("fmus/", _referenced_fmus, _release_orphaned_fmu),
             ("results/", _referenced_results, stored_result_release),
+            ("studies/", _referenced_study_files, _release_orphaned_study_file),
         ):
             names = stored_files_older_than(prefix=prefix, cutoff=cutoff)
             while batch := list(itertools.islice(names, RETENTION_BATCH_SIZE)):
@@ -124,6 +128,18 @@ def _referenced_results(names: list[str]) -> set[str]:
     return set(
         Simulation.objects.filter(result_name__in=names).values_list("result_name", flat=True)
     )
+
+
+def _referenced_study_files(names: list[str]) -> set[str]:
+    chunks = StudyChunk.objects.filter(Q(summary_name__in=names) | Q(trace_name__in=names))
+    return {name for pair in chunks.values_list("summary_name", "trace_name") for name in pair}
+
+
+def _release_orphaned_study_file(*, storage_name: str) -> bool:
+    # A chunk records its files within seconds of storing them: older than the grace,
+    # unreferenced is orphaned.
+    delete_stored_file(name=storage_name)
+    return True
 
 
 def _release_orphaned_fmu(*, storage_name: str) -> bool:

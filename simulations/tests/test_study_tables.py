@@ -198,3 +198,26 @@ def test_a_1000000_row_long_table_streams_in_constant_memory(user):
     _size, growth = rss_growth_while(process, counted(traces_iter_csv(study)))
     assert lines == 1 + 1_000_000
     assert growth < 50 * 1024**2, f"memory grew {growth / 1024**2:.0f} MB"
+
+
+def test_chunk_files_no_chunk_records_are_swept_after_the_grace_period(user):
+    import os
+    import time
+
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from simulations.services import storage_orphans_delete
+
+    study = make_study(user, 3)
+    write_chunk(study, 1, [0, 1, 2], rows=3)
+    chunk = StudyChunk.objects.get(study=study)
+    orphan = default_storage.save(
+        f"studies/{study.pk}/chunk-000002-summary.parquet", ContentFile(b"x")
+    )
+    for name in (chunk.summary_name, chunk.trace_name, orphan):
+        then = time.time() - 3 * 3600
+        os.utime(default_storage.path(name), (then, then))
+    assert storage_orphans_delete() == 1
+    assert not default_storage.exists(orphan)
+    assert default_storage.exists(chunk.summary_name) and default_storage.exists(chunk.trace_name)
