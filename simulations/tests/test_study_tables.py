@@ -221,3 +221,19 @@ def test_chunk_files_no_chunk_records_are_swept_after_the_grace_period(user):
     assert storage_orphans_delete() == 1
     assert not default_storage.exists(orphan)
     assert default_storage.exists(chunk.summary_name) and default_storage.exists(chunk.trace_name)
+
+
+@pytest.mark.s3
+def test_the_tables_are_written_to_and_read_from_object_storage(user, s3_storage):
+    """A bucket has no local path: Parquet reads the files through ranged GETs."""
+    study = make_study(user, 4)
+    write_chunk(study, 1, [2, 3], rows=5)
+    write_chunk(study, 2, [0, 1], rows=5)
+    chunk = StudyChunk.objects.get(study=study, number=1)
+    assert set(s3_storage.object_keys()) >= {chunk.summary_name, chunk.trace_name}
+    rows = csv_rows(summary_iter_csv(study))
+    assert [int(row[0]) for row in rows[1:]] == [0, 1, 2, 3]
+    trace = case_trace(study, 3)
+    assert trace is not None
+    np.testing.assert_array_equal(trace["h"], trace_of(3, 5)["h"])
+    assert len(csv_rows(traces_iter_csv(study))) == 1 + 4 * 5
