@@ -31,9 +31,10 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from fmuengine.fsutil import copy_file_out, open_regular
+from fmuengine.fsutil import open_regular
 from fmuengine.protocol import (
     LOG_FILE,
     MAX_ERROR_REPORT_BYTES,
@@ -52,6 +53,21 @@ MAX_MARKER_BYTES = 64  # "e <index> <code>\n" is far shorter
 KILLED_TIMEOUT = "timeout"
 KILLED_CPU = "cpu_time"
 KILLED_PROTOCOL = "protocol"
+
+
+@dataclass
+class _Ending:
+    """A case whose end marker came: its files follow on the pipe, in this order."""
+
+    index: int
+    exit_code: int
+    result_left: int
+    error_left: int
+    log_size: int
+    result: str = "absent"  # copied | too_large | absent
+    at: int = 0
+    result_done: int = 0
+    error: bytes = b""
 
 
 class CpuCounter:
@@ -111,7 +127,6 @@ class CaseTracker:
         file_size_bytes: int,
         status: Callable[[dict[str, Any]], None],  # gets each ended case's report
         disk_full: Callable[[], bool],
-        ack_fd: int = -1,
     ) -> None:
         self.pid = pid
         self.next_case = first_case
@@ -125,7 +140,6 @@ class CaseTracker:
         self.file_size_bytes = file_size_bytes
         self.status = status
         self.disk_full = disk_full
-        self.ack_fd = ack_fd
         self.current: int | None = None
         self.buffer = b""
         self.killed_by: str | None = None
@@ -134,6 +148,7 @@ class CaseTracker:
         self.first_case = first_case
         self.results_fd = -1  # the job's results file in out/, made with the first result
         self.results_end = 0
+        self.ending: _Ending | None = None  # the case whose files are coming
         now = time.monotonic()
         # Until the first case starts: reading the model counts like a case.
         self.deadline = now + wall_timeout
@@ -152,16 +167,22 @@ class CaseTracker:
     def read(self, fd: int) -> bool:
         """Read what the model process wrote; False at end of file."""
         try:
-            chunk = os.read(fd, 65536)
+            chunk = os.read(fd, 1 << 16)
         except BlockingIOError:
             return True
         if not chunk:
             return False
         self.buffer += chunk
-        while b"\n" in self.buffer and self.killed_by is None:
+        while self.killed_by is None:
+            if self.ending is not None:  # a case's files follow its end marker
+                if not self.buffer or not self._take_payload():
+                    break
+                continue
+            if b"\n" not in self.buffer:
+                break
             line, self.buffer = self.buffer.split(b"\n", 1)
             self._marker(line)
-        if len(self.buffer) > MAX_MARKER_BYTES:
+        if self.ending is None and len(self.buffer) > MAX_MARKER_BYTES:
             self.buffer = b""  # a long line is junk, not a marker
         return True
 
@@ -173,7 +194,7 @@ class CaseTracker:
         if (
             not parts
             or parts[0] not in (b"s", b"e")
-            or len(parts) != (2 if parts[0] == b"s" else 3)
+            or len(parts) != (2 if parts[0] == b"s" else 6)
         ):
             return
         try:
@@ -190,87 +211,110 @@ class CaseTracker:
             self.case_started = time.monotonic()
             self.deadline = self.case_started + self.wall_timeout
             self.case_cpu_start = self._cpu()
-        elif parts[0] == b"e" and numbers[0] == self.current and 0 <= numbers[1] < 256:
-            self._ended(numbers[0], numbers[1])
+        elif (
+            parts[0] == b"e"
+            and numbers[0] == self.current
+            and 0 <= numbers[1] < 256
+            and min(numbers[2:]) >= 0
+        ):
+            index, exit_code, result_bytes, error_bytes, log_size = numbers
+            self.ending = _Ending(index, exit_code, result_bytes, error_bytes, log_size)
+            if exit_code == 0 and result_bytes > self.file_size_bytes:
+                self.ending.result = "too_large"
+            elif exit_code == 0:
+                try:
+                    self.ending.at = self._result_offset()
+                    self.ending.result = "copied"
+                except OSError:
+                    pass  # "absent": the case's bytes are read and dropped
+            if not result_bytes + error_bytes:
+                self._ended()
         else:
             self.kill(KILLED_PROTOCOL)
 
-    def _ended(self, index: int, exit_code: int) -> None:
+    def _result_offset(self) -> int:
+        """Where the next result goes in the results file (made with the first one)."""
+        if self.results_fd < 0:
+            self.results_fd = os.open(
+                batch_results_file(self.first_case),
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=self.out_fd,
+            )
+            os.fchown(self.results_fd, *self.owner)
+        return -(-self.results_end // RESULTS_ALIGNMENT) * RESULTS_ALIGNMENT
+
+    def _take_payload(self) -> bool:
+        """Consume the ending case's bytes from the buffer: its result (appended to the
+        results file, or dropped when too large), then its error report (kept up to
+        one byte over the limit, as a run's copy is). True when the case is complete."""
+        ending = self.ending
+        assert ending is not None
+        if ending.result_left:
+            piece = self.buffer[: ending.result_left]
+            self.buffer = self.buffer[len(piece) :]
+            if ending.result == "copied":
+                written = os.pwrite(self.results_fd, piece, ending.at + ending.result_done)
+                if written != len(piece):
+                    ending.result = "absent"
+            ending.result_done += len(piece)
+            ending.result_left -= len(piece)
+        if not ending.result_left and ending.error_left:
+            piece = self.buffer[: ending.error_left]
+            self.buffer = self.buffer[len(piece) :]
+            ending.error += piece[: MAX_ERROR_REPORT_BYTES + 1 - len(ending.error)]
+            ending.error_left -= len(piece)
+        if ending.result_left or ending.error_left:
+            return False
+        self._ended()
+        return True
+
+    def _ended(self) -> None:
+        ending, self.ending = self.ending, None
+        assert ending is not None
         now = time.monotonic()
+        outputs: dict[str, Any] = {"log": self._copy_log(ending.index, ending.log_size)}
+        if ending.exit_code == 0:
+            outputs.update(npy=ending.result, at=ending.at, bytes=ending.result_done)
+            if ending.result == "copied":
+                self.results_end = ending.at + ending.result_done
+        else:
+            outputs["error.json"] = self._write_error(ending.index, ending.error)
         report: dict[str, Any] = {
-            "case": index,
-            "exit_code": exit_code,
+            "case": ending.index,
+            "exit_code": ending.exit_code,
             "cpu_seconds": self._case_cpu(),
             "wall_seconds": now - self.case_started,
-            "outputs": self._copy_case(index, exit_code),
-            "disk_full": exit_code != 0 and self.disk_full(),
+            "outputs": outputs,
+            "disk_full": ending.exit_code != 0 and self.disk_full(),
         }
         self.current = None
-        self.next_case = index + 1
+        self.next_case = ending.index + 1
         self.deadline = now + self.wall_timeout  # the way to the next case's start
         self.case_started = now
         self.case_cpu_start = self._cpu()
         self.status(report)
-        if self.ack_fd >= 0:
-            # The model process waits for this before its next case's code runs, so no
-            # case can touch a file or log line of the one before it.
-            with contextlib.suppress(OSError):  # it may have exited (EPIPE)
-                os.write(self.ack_fd, b"k")
 
-    def _copy_case(self, index: int, exit_code: int) -> dict[str, Any]:
-        """The case's files out, bounded as a run's, and removed from the scratch: its
-        result appended to the job's results file, its error report as a file."""
-        copied: dict[str, Any] = {}
-        if exit_code == 0:
-            name = case_file(index, "npy")
-            copied["npy"], copied["at"], copied["bytes"] = self._append_result(name)
-        else:
-            name = case_file(index, "error.json")
-            copied["error.json"] = copy_file_out(
-                self.work_fd,
-                name,
-                self.out_fd,
-                max_bytes=MAX_ERROR_REPORT_BYTES + 1,
-                owner=self.owner,
-            )
-        with contextlib.suppress(OSError):
-            os.unlink(name, dir_fd=self.work_fd)
-        copied["log"] = self._copy_log(index)
-        return copied
-
-    def _append_result(self, name: str) -> tuple[str, int, int]:
-        """("copied", offset, size) in the results file, or ("absent" | "too_large", 0, 0)."""
-        source = open_regular(self.work_fd, name)
-        if source is None:
-            return "absent", 0, 0
+    def _write_error(self, index: int, data: bytes) -> str:
+        if not data:
+            return "absent"
         try:
-            size = os.fstat(source).st_size
-            if size > self.file_size_bytes:
-                return "too_large", 0, 0
-            if self.results_fd < 0:
-                self.results_fd = os.open(
-                    batch_results_file(self.first_case),
-                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                    0o600,
-                    dir_fd=self.out_fd,
-                )
-                os.fchown(self.results_fd, *self.owner)
-            offset = -(-self.results_end // RESULTS_ALIGNMENT) * RESULTS_ALIGNMENT
-            os.lseek(self.results_fd, offset, os.SEEK_SET)
-            done = 0
-            while done < size:
-                sent = os.sendfile(self.results_fd, source, done, size - done)
-                if sent <= 0:
-                    break
-                done += sent
-            self.results_end = offset + done
-            return "copied", offset, done
+            target = os.open(
+                case_file(index, "error.json"),
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=self.out_fd,
+            )
+            try:
+                os.fchown(target, *self.owner)
+                os.write(target, data)
+            finally:
+                os.close(target)
+            return "copied"
         except OSError:
-            return "absent", 0, 0
-        finally:
-            os.close(source)
+            return "absent"
 
-    def _copy_log(self, index: int) -> str:
+    def _copy_log(self, index: int, end: int | None = None) -> str:
         """The part of fmu.log written since the last case ended (its last 64 KiB). The
         file is the one the model process's stdout and stderr were opened on: kept open
         once found (a model that renames or replaces it only hides its own log)."""
@@ -280,6 +324,8 @@ class CaseTracker:
                 return "absent"
         try:
             size = os.fstat(self.log_fd).st_size
+            if end is not None:  # where the model process says the case's part ends
+                size = min(size, end)
             if size < self.log_offset:  # truncated by the model
                 self.log_offset = 0
             start = max(self.log_offset, size - MAX_LOG_TAIL_BYTES)
@@ -353,7 +399,6 @@ def open_tracker(
     *,
     status: Callable[[dict[str, Any]], None],
     disk_full: Callable[[], bool],
-    ack_fd: int,
 ) -> CaseTracker:
     """The follower of a batch job's cases, once its model process has its "go"."""
     assert job.first_case is not None
@@ -380,5 +425,4 @@ def open_tracker(
         file_size_bytes=job.limits.file_size_bytes,
         status=status,
         disk_full=disk_full,
-        ack_fd=ack_fd,
     )

@@ -188,7 +188,6 @@ def _model_process(setup: JailSetup, fds: dict[str, int]) -> NoReturn:
                 params,
                 job.first_case,
                 fds["case_w"],
-                fds["ack_r"],
                 prepared=job.prepared_dir is not None,
             )
         else:
@@ -253,10 +252,9 @@ def _confine(setup: JailSetup, fds: dict[str, int]) -> tuple[Job, dict[str, Any]
         if setup.mode == ISOLATION_SETUID:
             os.chown(MODEL_FILE, job.uid, job.gid)
     log_fd = os.open(LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
-    kept = ("progress_w", "setup_w", "lifeline_r", "go_r", "case_w", "ack_r")
+    kept = ("progress_w", "setup_w", "lifeline_r", "go_r", "case_w")
     if job.first_case is None:
         os.close(fds.pop("case_w"))  # only a batch marks its cases
-        os.close(fds.pop("ack_r"))
     names = [name for name in kept if name in fds]
     arranged = jail.arrange_descriptors(log_fd, [fds[name] for name in names])
     fds.update(zip(names, arranged, strict=True))
@@ -311,8 +309,8 @@ def run_monitor(setup: JailSetup, fds: dict[str, int]) -> NoReturn:
             assert setup.scratch_point is not None
             jail.mount(None, "/", None, jail.MS_REC | jail.MS_PRIVATE, None)
             jail.mount_scratch(setup.scratch_point, 1 << 20)
-        # case: a batch's markers (model -> monitor); ack: "case copied" (monitor -> model)
-        for name in ("setup", "lifeline", "go", "ns", "case", "ack"):
+        # case: a batch's markers and case files (model process -> monitor)
+        for name in ("setup", "lifeline", "go", "ns", "case"):
             fds[f"{name}_r"], fds[f"{name}_w"] = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -324,7 +322,6 @@ def run_monitor(setup: JailSetup, fds: dict[str, int]) -> NoReturn:
                 "go_w",
                 "ns_r",
                 "case_r",
-                "ack_w",
             ):
                 os.close(fds.pop(name))
             _model_process(setup, fds)
@@ -336,7 +333,6 @@ def run_monitor(setup: JailSetup, fds: dict[str, int]) -> NoReturn:
             "go_r",
             "ns_w",
             "case_w",
-            "ack_r",
         ):
             os.close(fds.pop(name))
         cgroup = None
@@ -417,7 +413,6 @@ def _monitor_job(setup: JailSetup, fds: dict[str, int], pid: int, cgroup: RunCgr
                 work,
                 status=functools.partial(write_line, fds["status_w"]),
                 disk_full=functools.partial(_scratch_full, setup, work),
-                ack_fd=fds["ack_w"],
             )
         _, status, usage = _wait(pid, cgroup, baseline, tracker, fds["case_r"])
         report: dict[str, Any] = {

@@ -267,20 +267,20 @@ def _simulate_case(
 STATEFUL_FAILURES = frozenset(
     {RunErrorCode.MEMORY_LIMIT, RunErrorCode.DISK_LIMIT, RunErrorCode.FILE_SIZE_EXCEEDED}
 )
-# What stays in the cwd between cases: the log, the FMU (and what a run extracted from
-# it), and the case files the monitor may not have copied out yet (see _clean_scratch).
+# What stays in the cwd between cases: the log, the FMU and what a run extracted from it.
 KEPT_BETWEEN_CASES = frozenset({LOG_FILE, MODEL_FILE, EXTRACT_DIR})
 SCRATCH_DIRS = (".", "/tmp")  # noqa: S108  (the run's own tmpfs in its jail)
 
 
-def simulate_cases(batch: Any, first_case: int, case_fd: int, ack_fd: int, prepared: bool) -> int:
+def simulate_cases(batch: Any, first_case: int, case_fd: int, prepared: bool) -> int:
     """A batch's cases from `first_case` on, in this one process: the model read once,
     then per case a fresh FMU instance (one `fmpy.simulate_fmu` call, as a single run
     makes it, without progress reports), its result in case-<i>.npy or its failure in
-    case-<i>.error.json, and "s <i>" / "e <i> <exit code>" on `case_fd` to the monitor,
-    which enforces the per-case limits and copies the case's files out; after each end
-    it waits for the monitor's byte on `ack_fd` (the files are copied), so that the next
-    case's code never sees them, nor writes a log line the monitor gives the last case.
+    case-<i>.error.json, and "s <i>" / "e <i> <exit code> <result bytes> <error bytes>
+    <log size>" on `case_fd` to the monitor, followed by the result and the error report
+    themselves (read back and removed before the next case's code runs, which so never
+    sees them), and where its part of fmu.log ends. The monitor enforces the per-case
+    limits and copies the case's files out.
 
     Returns BATCH_YIELD_EXIT_CODE when the process should not serve another case (the
     runner then continues in a fresh one), 0 when every case was run."""
@@ -295,8 +295,7 @@ def simulate_cases(batch: Any, first_case: int, case_fd: int, ack_fd: int, prepa
     # the start of the next go in one write: one wake-up of the monitor per case.
     started = b"\ns %d\n" % first_case
     for index in range(first_case, len(cases)):
-        if started:
-            _mark(case_fd, started)
+        _mark(case_fd, started)
         params = cases[index] if isinstance(cases[index], dict) else {}
         del _last_reported[:]
         code = _simulate_case(
@@ -307,18 +306,34 @@ def simulate_cases(batch: Any, first_case: int, case_fd: int, ack_fd: int, prepa
             case_file(index, "npy"),
             case_file(index, "error.json"),
         )
-        ended = b"\ne %d %d\n" % (index, code)
+        ended = _case_files(index, code)
         if index + 1 == len(cases):
             _mark(case_fd, ended)
             break
-        if set(_last_reported) & STATEFUL_FAILURES or not _clean_scratch(index):
+        if set(_last_reported) & STATEFUL_FAILURES or not _clean_scratch():
             _mark(case_fd, ended)
             return BATCH_YIELD_EXIT_CODE
-        _mark(case_fd, ended + b"s %d\n" % (index + 1))
-        if os.read(ack_fd, 1) != b"k":  # the monitor is gone
-            return BATCH_YIELD_EXIT_CODE
-        started = b""
+        started = ended + b"s %d\n" % (index + 1)
     return 0
+
+
+def _case_files(index: int, code: int) -> bytes:
+    """The end marker of a case and its files (taken out of the cwd)."""
+    files = [b"", b""]
+    slot = 0 if code == 0 else 1
+    name = case_file(index, ("npy", "error.json")[slot])
+    try:
+        with open(name, "rb") as stream:
+            files[slot] = stream.read()
+        os.unlink(name)
+    except OSError:
+        pass
+    try:
+        log_size = os.fstat(1).st_size  # stdout and stderr are fmu.log
+    except OSError:
+        log_size = 0
+    header = b"\ne %d %d %d %d %d\n" % (index, code, len(files[0]), len(files[1]), log_size)
+    return header + files[0] + files[1]
 
 
 def _mark(case_fd: int, line: bytes) -> None:
@@ -327,23 +342,13 @@ def _mark(case_fd: int, line: bytes) -> None:
         line = line[os.write(case_fd, line) :]
 
 
-def _clean_scratch(index: int) -> bool:
-    """Remove what case `index`'s FMU left in the writable dirs, so that each case
-    starts, like a single run, with its disk quota free. The files of cases up to this
-    one stay: the monitor removes each once it copied it (a busy monitor may be a few
-    cases behind). False when that failed."""
+def _clean_scratch() -> bool:
+    """Remove what the last case's FMU left in the writable dirs (its own files are sent
+    already), so that each case starts, like a single run, with its disk quota free.
+    False when that failed."""
 
     def kept(name: str) -> bool:
-        if name in KEPT_BETWEEN_CASES:
-            return True
-        stem, _, suffix = name.partition(".")
-        number = stem.removeprefix("case-")
-        return (
-            stem.startswith("case-")
-            and suffix in ("npy", "error.json")
-            and number.isdigit()
-            and int(number) <= index
-        )
+        return name in KEPT_BETWEEN_CASES
 
     try:
         for directory in SCRATCH_DIRS:

@@ -231,7 +231,6 @@ class Followed:
 
     tracker: CaseTracker
     pipe: tuple[int, int]
-    acks: tuple[int, int]  # the monitor's "copied" bytes to the model process
     reports: list[dict[str, Any]]
     work: Path
     out: Path
@@ -257,8 +256,6 @@ def followed(tmp_path):
         time.sleep(60)
         os._exit(0)
     reports: list[dict[str, Any]] = []
-    acks = os.pipe()
-    os.set_blocking(acks[0], False)
     tracker = CaseTracker(
         pid=model,
         first_case=4,
@@ -272,12 +269,11 @@ def followed(tmp_path):
         file_size_bytes=1 << 20,
         status=reports.append,
         disk_full=lambda: False,
-        ack_fd=acks[1],
     )
     pipe = os.pipe()
-    yield Followed(tracker, pipe, acks, reports, work, out)
+    yield Followed(tracker, pipe, reports, work, out)
     tracker.close()
-    for fd in (*pipe, *acks):
+    for fd in pipe:
         os.close(fd)
     with contextlib.suppress(ProcessLookupError, ChildProcessError):
         os.kill(model, 9)
@@ -286,43 +282,53 @@ def followed(tmp_path):
 
 def test_markers_in_order_copy_each_case_out_and_junk_lines_are_skipped(followed):
     work, out, tracker = followed.work, followed.out, followed.tracker
-    (work / case_file(4, "npy")).write_bytes(b"the result of case 4")
-    (work / case_file(5, "npy")).write_bytes(b"the result of case 5")
     (work / "fmu.log").write_text("an earlier line\n")
 
     followed.feed(b"\ns 4\n")
-    with pytest.raises(BlockingIOError):  # no case ended yet: the model process waits
-        os.read(followed.acks[0], 8)
     with open(work / "fmu.log", "a") as log:
         log.write("said during case 4\n")
+    size = (work / "fmu.log").stat().st_size
     followed.feed(b"junk \x01\x02\ne 0 0 junk\n99999\n\ns\n" + b"x" * 500 + b"\n")
-    followed.feed(b"\ne 4 0\ns 5\n")
-    followed.feed(b"\ne 5 0\ns 6\n")
+    # A case's end, then its result; the next case's start; it writes a log line at once.
+    followed.feed(b"\ne 4 0 20 0 %d\nthe result" % size)
+    followed.feed(b" of case 4s 5\n")
+    with open(work / "fmu.log", "a") as log:
+        log.write("said during case 5\n")
+    followed.feed(b"\ne 5 113 0 12 0\n{bad report}\ns 6\n")
 
-    # One "copied" per ended case, sent once its files were out.
-    assert os.read(followed.acks[0], 8) == b"kk"
     first, second = followed.reports
     assert (first["case"], first["exit_code"], second["case"]) == (4, 0, 5)
-    # Results appended to the job's one results file, each at a multiple of 4096.
+    # The result in the job's one results file; the log up to where the case said.
     assert first["outputs"] == {"npy": "copied", "at": 0, "bytes": 20, "log": "copied"}
-    assert second["outputs"] == {"npy": "copied", "at": 4096, "bytes": 20, "log": "absent"}
-    results = (out / batch_results_file(4)).read_bytes()
-    assert results[:20] == b"the result of case 4"
-    assert results[4096:] == b"the result of case 5"
-    assert not (work / case_file(4, "npy")).exists()
+    assert (out / batch_results_file(4)).read_bytes() == b"the result of case 4"
     assert (out / case_file(4, "log")).read_text() == "an earlier line\nsaid during case 4\n"
+    assert second["outputs"] == {"error.json": "copied", "log": "absent"}
+    assert (out / case_file(5, "error.json")).read_bytes() == b"{bad report}"
     assert tracker.current == 6 and tracker.killed_by is None
     assert followed.model_alive()
+
+
+def test_a_result_over_the_file_size_limit_is_read_and_dropped(followed):
+    followed.feed(b"\ns 4\ne 4 0 %d 0 0\n" % ((1 << 20) + 1))
+    for _ in range(16):
+        followed.feed(b"x" * (1 << 16))
+    followed.feed(b"x\ns 5\n")
+
+    [report] = followed.reports
+    assert report["outputs"]["npy"] == "too_large"
+    assert not (followed.out / batch_results_file(4)).exists()
+    assert followed.tracker.current == 5 and followed.tracker.killed_by is None
 
 
 @pytest.mark.parametrize(
     "forged",
     [
-        b"\ns 4\ne 5 0\n",  # the end of a case that is not running
+        b"\ns 4\ne 5 0 0 0 0\n",  # the end of a case that is not running
         b"\ns 4\ns 5\n",  # a start before the running case ended
         b"\ns 6\n",  # a case skipped
-        b"\ns 4\ne 4 0\ns 4\n",  # a case run twice
-        b"\ns 4\ne 4 0\ns 5\ne 5 0\ns 6\ne 6 0\ns 7\ne 7 0\ns 8\n",  # past the last case
+        b"\ns 4\ne 4 0 0 0 0\ns 4\n",  # a case run twice
+        b"\ns 4\ne 4 0 -5 0 0\n",  # a negative size
+        b"".join(b"s %d\ne %d 0 0 0 0\n" % (i, i) for i in range(4, 8)) + b"s 8\n",  # past the end
     ],
 )
 def test_a_forged_marker_ends_the_job_as_a_protocol_violation(followed, forged):
