@@ -130,3 +130,38 @@ def test_a_single_run_starts_within_5_s_while_a_study_fills_every_slot(
     study_cancel(study=study)
     wait_for_study(study, 60, workers)
     assert all(worker.alive() for worker in workers)
+
+
+def test_a_worker_killed_mid_chunk_loses_no_case(user, fmu_paths, live_workers, broker):
+    """Its chunks' leases run out; reconciliation (the beat's task, called here) puts their
+    cases back in the queue with tickets, and the other worker runs them."""
+    import os
+    import signal
+
+    from simulations.services import reconcile_stale_study_chunks
+
+    doomed, survivor = start_workers(live_workers, broker, SIMULATION_LEASE_SECONDS="5")
+    model = UploadedModelFactory(owner=user, fmu=fmu_paths["bouncing_ball"])
+    design = {"kind": "grid", "parameters": {"e": {"start": 0.5, "stop": 0.9, "num": 300}}}
+    request = {"base": {"stop_time": 3.0}, "design": design}
+    study, _ = study_create(owner=user, model=model, request=request)
+    deadline = time.monotonic() + 60
+    running = StudyChunk.objects.filter(study=study, finished_at__isnull=True)
+    while not running.filter(worker="study0@fmugw-test").exists():
+        assert time.monotonic() < deadline, "no chunk ever ran on the first worker"
+        time.sleep(0.05)
+    os.killpg(doomed.process.pid, signal.SIGKILL)  # the worker and its pool, at once
+    doomed.process.wait()
+
+    deadline = time.monotonic() + 180
+    while not study.is_finished:
+        assert time.monotonic() < deadline, f"study still {study.status}:\n{survivor.log()[-3000:]}"
+        reconcile_stale_study_chunks()
+        time.sleep(1)
+        study.refresh_from_db()
+    assert study.status == StudyStatus.SUCCEEDED
+    assert study.cases_succeeded == 300
+    lost = StudyChunk.objects.filter(study=study, worker="study0@fmugw-test", summary_name="")
+    assert lost.exclude(finished_at=None).exists()  # reconciled, not recorded
+    assert StudyCase.objects.filter(study=study, attempts__gt=1).exists()
+    assert survivor.alive()
