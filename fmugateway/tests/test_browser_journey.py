@@ -378,8 +378,23 @@ def test_a_grid_study_of_two_parameters_from_the_portal_runs_plots_and_downloads
     assert trace[0] == ["time", "h", "v"]
     assert float(trace[-1][0]) == pytest.approx(2.0)
 
+    # Three parameters: a parallel-coordinates plot joins the scatter plot.
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Models").click()
+    page.get_by_role("link", name="bouncing_ball").first.click()
+    page.get_by_role("link", name="New study").click()
+    for name, values in (("e", "0.5, 0.9"), ("h", "1, 2"), ("g", "9.81, 3.7")):
+        page.get_by_label(f"Vary {name}", exact=True).check()
+        page.get_by_label(f"Values of {name}", exact=True).fill(values)
+    expect(page.locator("#study-price")).to_have_text("8 cases · free on this server")
+    page.get_by_role("button", name="Start study").click()
+    expect(page.locator("#study-status")).to_have_text("Succeeded", timeout=RUN_TIMEOUT_MS)
+    expect(page.locator("#parcoords-figure")).to_be_visible()
+    expect(page.locator("#parcoords g.y-axis")).to_have_count(4)  # h, g, e and the statistic
+    expect(page.locator("#scatter g.points path.point")).to_have_count(8)
+    journey.screenshot("study-three-parameters")
+
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Studies").click()
-    expect(page.locator("tbody tr")).to_have_count(1)
+    expect(page.locator("tbody tr")).to_have_count(2)
     assert journey.third_party_requests() == []
     assert journey.failures() == []
     assert journey.script_errors == []
