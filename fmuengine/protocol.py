@@ -27,11 +27,12 @@ ever on the host's disk otherwise: its writable dirs are a per-run tmpfs.
 A batch (many cases of one model for one owner, see `fmuengine.batch`) is a run whose
 params.json is {"cases": [params, ...]} and whose command names the first case this job
 starts at. Its model process simulates the cases in order, each with a fresh FMU
-instance, and marks each case's start and end on a pipe to its monitor; the monitor
-enforces the per-case limits and copies each case's files out (bounded like a run's) as
-soon as it ends: its result appended to the job's `cases-<first case>.bin` (one file a
-job: creating and removing a file per case cost ~0.3 ms on ext4), its error report and
-log part as `case-<i>.error.json`, `case-<i>.log`.
+instance, and marks each case's start and end on a pipe to its monitor, the end
+followed by the case's result and error report; the monitor enforces the per-case limits
+and stores each case's files (bounded like a run's copies) as soon as it ends: its
+result appended to the job's `cases-<first case>.bin` (one file a job: creating and
+removing a file per case cost ~0.3 ms on ext4), its error report and log part as
+`case-<i>.error.json`, `case-<i>.log`.
 """
 
 from __future__ import annotations

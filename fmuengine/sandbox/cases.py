@@ -1,14 +1,17 @@
 """The monitor's side of a batch job: per-case limits and per-case copies out.
 
 A batch job's model process (simulate.simulate_cases) runs many cases of one model for
-one owner, and writes "s <i>" when case i starts and "e <i> <exit code>" when it ends on
-a pipe to its monitor. Those markers are the model process's words, written from the
-process the model's code runs in, so they are read as untrusted: case numbers must come
-in order (each case starts once, after the previous one ended, and ends once); a
-marker out of its place ends the job as a protocol violation (charged to the model, like
-any invalid output: the case it ran is `invalid_result`); lines that are no marker
-(junk a model wrote on every descriptor it has) are skipped. The most a lying model
-can do is mislabel the cases of its own batch: same owner, same model.
+one owner, and writes "s <i>" when case i starts and "e <i> <exit code> <result bytes>
+<error report bytes> <fmu.log size>" when it ends, followed by the result and the error
+report themselves, on a pipe to its monitor (taken out of its dir before the next case's
+code runs: no case can touch another's files, and the process never waits for us).
+Those markers are the model process's words, written from the process the model's code
+runs in, so they are read as untrusted: case numbers must come in order (each case
+starts once, after the previous one ended, and ends once); a marker out of its place
+ends the job as a protocol violation (charged to the model, like any invalid output:
+the case it ran is `invalid_result`); lines that are no marker (junk a model wrote on
+every descriptor it has) are skipped. The most a lying model can do is mislabel the
+cases of its own batch: same owner, same model.
 
 What is enforced here, from outside the jail (no model code runs in the monitor):
 
@@ -17,11 +20,11 @@ What is enforced here, from outside the jail (no model code runs in the monitor)
   records `timeout` for that case and continues with the next in a fresh job);
 - each case's CPU time, measured on the job's cgroup (RLIMIT_CPU is per process, and
   the process serves many cases: it is set to the sum and only a backstop);
-- what each case leaves: its result and error report are copied out, bounded like a
-  single run's, as soon as it ends (and removed from the scratch, so the disk quota
-  holds per case), with the part of fmu.log written while it ran. Results are appended
-  to one file per job, each at a multiple of 4096 bytes: the runner frees each range
-  once it read it, so the host's disk holds only the results not read yet.
+- what each case leaves: its result and error report are stored in out/, bounded like
+  a single run's copies (a result over the file size limit is read and dropped), with
+  the part of fmu.log written while it ran. Results are appended to one file per job,
+  each at a multiple of 4096 bytes: the runner frees each range once it read it, so
+  the host's disk holds only the results not read yet.
 """
 
 from __future__ import annotations
