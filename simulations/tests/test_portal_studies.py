@@ -172,3 +172,46 @@ def test_a_study_without_credit_offers_to_pay_for_the_whole_study_once(
     assert session["amount_total"] == 150
     assert f'href="{session["url"]}"' in text and "Pay for this study" in text
     assert not Study.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("kind", "rows", "design"),
+    [
+        (
+            "lhs",
+            {"e": {"low": "0.5", "high": "0.9"}, "g": {"low": "5", "high": "15"}},
+            {"e": {"low": 0.5, "high": 0.9}, "g": {"low": 5.0, "high": 15.0}},
+        ),
+        (
+            "monte_carlo",
+            {
+                "e": {"distribution": "normal", "mean": "0.7", "std": "0.05", "low": "0.5"},
+                "g": {"distribution": "lognormal", "mean": "2", "std": "0.1"},
+                "h": {"distribution": "uniform", "low": "1", "high": "2"},
+            },
+            {
+                "e": {"distribution": "normal", "mean": 0.7, "std": 0.05, "low": 0.5},
+                "g": {"distribution": "lognormal", "mean": 2.0, "sigma": 0.1},
+                "h": {"distribution": "uniform", "low": 1.0, "high": 2.0},
+            },
+        ),
+    ],
+)
+def test_sampled_designs_from_the_form(browser, bouncing_ball, kind, rows, design):
+    form = {"kind": kind, "fmi_type": "CoSimulation", "samples": "16", "seed": "7"}
+    for name, fields in rows.items():
+        prefix = row_prefix(bouncing_ball, name)
+        form[f"{prefix}_vary"] = "on"
+        form.update({f"{prefix}_{role}": value for role, value in fields.items()})
+    response = browser.post(reverse("portal:model-study", args=[bouncing_ball.pk]), form)
+    assert response.status_code == 302, response.content.decode()
+    study = Study.objects.get()
+    assert study.case_count == 16
+    assert (study.design["kind"], study.design["seed"], study.design["samples"]) == (kind, 7, 16)
+    assert study.design["parameters"] == design
+    values = list(study.cases.values_list("values", flat=True))
+    for name, spec in design.items():
+        drawn = [case[name] for case in values]
+        assert len(set(drawn)) == 16  # every case its own draw
+        if "high" in spec:
+            assert all(spec["low"] <= value <= spec["high"] for value in drawn)
