@@ -64,7 +64,9 @@ class PaymentRequired(ApiError):
     """402: no credit and no valid payment token; pay at `checkout_url`, then retry.
 
     `payment_token_status` says why a token that was sent was refused
-    ("used", "expired", "void", "invalid"; "none" when none was sent).
+    ("used", "expired", "void", "invalid"; "none" when none was sent). For a study,
+    `cases` and `total` ("$0.50") say what the one payment pays for. Without
+    `checkout_url` (a total below the smallest card payment) only credit can pay.
     """
 
     def __init__(self, status: int = 402, *args: Any, **kwargs: Any) -> None:
@@ -79,6 +81,10 @@ class PaymentRequired(ApiError):
         self.price: Price | None = Price.from_json(price) if isinstance(price, dict) else None
         self.credit_packs_url: str | None = self.body.get("credit_packs_url")
         self.payment_token_status: str | None = self.body.get("payment_token_status")
+        # A study's 402: its case count and total (`price` is then one case's price).
+        self.cases: int | None = self.body.get("cases")
+        self.total: str | None = self.body.get("total")
+        self.total_cents: int | None = self.body.get("total_cents")
 
 
 class PermissionDenied(ApiError):

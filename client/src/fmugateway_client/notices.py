@@ -28,9 +28,9 @@ def print_checkout_notice(required: PaymentRequired) -> None:
 
 def print_study_checkout_notice(required: PaymentRequired) -> None:
     """The default notice when waiting for a study's payment: the case count, where to pay."""
-    cases = required.body.get("cases")
-    what = f"this study of {cases} cases" if cases else "this study"
-    price = f" costs {required.price}" if required.price else " must be paid"
+    what = f"this study of {required.cases} cases" if required.cases else "this study"
+    each = f" ({required.price} a case)" if required.price else ""
+    price = f" costs {required.total}{each}" if required.total else " must be paid"
     lines = [
         f"Payment required: no credit left and {what}{price}.",
         f"Pay here: {required.checkout_url}",
