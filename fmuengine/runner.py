@@ -21,6 +21,8 @@ If the server dies, stops answering or breaks the protocol, the connection is dr
 (the run dies with it), the run is a `platform_error`, and the next run gets a fresh
 server. Nothing a model does can end or hang the caller. Below the configured required
 isolation (`required_isolation`), no run is started at all: the sandbox fails closed.
+
+Many cases of one model for one owner (a study) run together: see `fmuengine.batch`.
 """
 
 from __future__ import annotations
