@@ -91,20 +91,6 @@ class StudyUrlsSerializer(serializers.Serializer):
     cancel = serializers.CharField()
 
 
-@extend_schema_serializer(component_name="StudyCharge")
-class StudyChargeSerializer(ChargeSerializer):
-    """What paid for a study: a run's charge, plus the cases it paid for, what it took and
-    what was given back so far (cancelled or platform-failed cases are given back)."""
-
-    amount_cents = serializers.IntegerField(
-        required=False, help_text="credit, token: what the study took, in cents."
-    )
-    cases = serializers.IntegerField(required=False, help_text="The cases it paid for.")
-    refunded_cents = serializers.IntegerField(
-        required=False, help_text="What was given back so far, in cents."
-    )
-
-
 def _finite(value):
     """JSON has no NaN or infinity: such a statistic (e.g. of an empty trace) is null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -129,7 +115,7 @@ class StudyOutputSerializer(serializers.ModelSerializer):
     cases = serializers.SerializerMethodField()
     progress = serializers.FloatField(help_text="The share of cases that have ended, 0 to 1.")
     price = serializers.SerializerMethodField()
-    charge = StudyChargeSerializer(read_only=True)
+    charge = ChargeSerializer(read_only=True)
     urls = serializers.SerializerMethodField()
 
     class Meta:
