@@ -287,3 +287,34 @@ def test_operators_list_filter_read_and_cancel_studies(operator_client, user, bo
     )
     study.refresh_from_db()
     assert study.status == StudyStatus.CANCELLED
+
+
+def test_deployed_workers_read_runs_before_study_chunks_and_never_billing():
+    from testing.deployment import fly_config
+
+    processes = fly_config()["processes"]
+    assert " -Q celery,studies " in processes["worker"]
+    assert "-Q billing " in processes["billing"]
+    # Without -Q a worker reads the same queues in the same order.
+    assert list(celery_app.amqp.queues) == ["celery", "studies"]
+
+
+def test_a_redis_broker_polls_queues_in_order():
+    """kombu's default, round robin, would let a chunk go before a waiting run."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.CELERY_BROKER_TRANSPORT_OPTIONS['queue_order_strategy'])"
+    )
+    environment = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "fmugateway.settings",
+        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "priority"
