@@ -306,34 +306,68 @@ def simulate_cases(batch: Any, first_case: int, case_fd: int, prepared: bool) ->
             case_file(index, "npy"),
             case_file(index, "error.json"),
         )
-        ended = _case_files(index, code)
-        if index + 1 == len(cases):
+        ended, stream_fd = _case_files(index, code)
+        last = index + 1 == len(cases)
+        yielding = not last and (
+            bool(set(_last_reported) & STATEFUL_FAILURES) or not _clean_scratch()
+        )
+        if stream_fd >= 0:  # a large file follows its marker straight from the disk
             _mark(case_fd, ended)
-            break
-        if set(_last_reported) & STATEFUL_FAILURES or not _clean_scratch():
+            _send_file(case_fd, stream_fd)
+            ended = b""
+        if last or yielding:
             _mark(case_fd, ended)
-            return BATCH_YIELD_EXIT_CODE
+            return BATCH_YIELD_EXIT_CODE if yielding else 0
         started = ended + b"s %d\n" % (index + 1)
     return 0
 
 
-def _case_files(index: int, code: int) -> bytes:
-    """The end marker of a case and its files (taken out of the cwd)."""
-    files = [b"", b""]
-    slot = 0 if code == 0 else 1
-    name = case_file(index, ("npy", "error.json")[slot])
+# A case's file up to this size goes with its marker in one write (one wake-up of the
+# monitor); a larger one is sent from the file, never held in this process's memory.
+INLINE_CASE_FILE_BYTES = 1 << 20
+
+
+def _case_files(index: int, code: int) -> tuple[bytes, int]:
+    """The end marker of a case and its file (taken out of the cwd): the result, or the
+    error report; (marker and the file's bytes, -1), or (marker, an fd of a large file
+    to send after it)."""
+    name = case_file(index, "npy" if code == 0 else "error.json")
+    data, fd, size = b"", -1, 0
     try:
-        with open(name, "rb") as stream:
-            files[slot] = stream.read()
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW)
         os.unlink(name)
+        size = os.fstat(fd).st_size
+        if size <= INLINE_CASE_FILE_BYTES:
+            data = os.read(fd, size + 1)[:size]
+            size = len(data)
+            os.close(fd)
+            fd = -1
     except OSError:
-        pass
+        if fd >= 0:
+            os.close(fd)
+        data, fd, size = b"", -1, 0
     try:
         log_size = os.fstat(1).st_size  # stdout and stderr are fmu.log
     except OSError:
         log_size = 0
-    header = b"\ne %d %d %d %d %d\n" % (index, code, len(files[0]), len(files[1]), log_size)
-    return header + files[0] + files[1]
+    sizes = (size, 0) if code == 0 else (0, size)
+    header = b"\ne %d %d %d %d %d\n" % (index, code, *sizes, log_size)
+    return header + data, fd
+
+
+def _send_file(case_fd: int, fd: int) -> None:
+    """All of a file after its marker (the size the marker says: it was fstat'ed)."""
+    try:
+        size, done = os.fstat(fd).st_size, 0
+        while done < size:
+            sent = os.sendfile(case_fd, fd, done, size - done)
+            if sent <= 0:
+                break
+            done += sent
+        if done < size:  # the marker promised more: what is missing is zeros
+            _mark(case_fd, bytes(size - done))
+    finally:
+        os.close(fd)
 
 
 def _mark(case_fd: int, line: bytes) -> None:

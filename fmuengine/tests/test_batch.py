@@ -86,6 +86,25 @@ def test_each_case_has_the_trace_fmpy_gives_for_its_start_values(fmu_paths):
     assert_same_trace(outcomes[2].result, load_result(run(fmu, cases[2])))
 
 
+@sandbox
+def test_a_result_over_a_mebibyte_streams_through_and_the_next_case_follows(fmu_paths):
+    fmu = fmu_paths["bouncing_ball"]
+    cases: list[dict[str, Any]] = [
+        {"start_values": {"h": 2.0}, "stop_time": 3, "output_interval": 5e-5},
+        {"start_values": {"h": 0.5}},
+    ]
+    limits = SandboxLimits(
+        **{**LIMITS.__dict__, "memory_bytes": 1 << 30, "wall_timeout_seconds": 20}
+    )
+
+    outcomes = batch(fmu, cases, limits)
+
+    assert [(o.status, o.error_code) for o in outcomes] == [("succeeded", None)] * 2
+    assert outcomes[0].result is not None and outcomes[0].result.nbytes > 1 << 20
+    for outcome, params in zip(outcomes, cases, strict=True):
+        assert_same_trace(outcome.result, fmpy_trace(fmu, params))
+
+
 # ---- cases that end their process ----------------------------------------------------------
 
 
