@@ -154,8 +154,11 @@ def worker_pool_throughput(
 def main(parts: frozenset[str] = frozenset({"runs", "studies"})) -> int:
     database_url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/fmugateway")
     database_url = database_url.rsplit("/", 1)[0] + f"/{BENCH_DATABASE}"
-    redis_base = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11").rsplit("/", 1)[0]
-    broker_url, cache_url = f"{redis_base}/11", f"{redis_base}/10"
+    # The broker on BENCH_REDIS_URL's database, the cache on the one below it.
+    redis_base, redis_db = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11").rsplit(
+        "/", 1
+    )
+    broker_url, cache_url = f"{redis_base}/{redis_db}", f"{redis_base}/{int(redis_db) - 1}"
     os.environ.update(DATABASE_URL=database_url, CELERY_BROKER_URL=broker_url, CACHE_URL=cache_url)
     os.environ.setdefault("SECRET_KEY", "bench-only-secret-key")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fmugateway.settings")
