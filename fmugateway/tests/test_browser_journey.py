@@ -393,8 +393,25 @@ def test_a_grid_study_of_two_parameters_from_the_portal_runs_plots_and_downloads
     expect(page.locator("#scatter g.points path.point")).to_have_count(8)
     journey.screenshot("study-three-parameters")
 
+    # A model whose cases crash when asked: the failed ones are listed with their error.
+    upload_model(journey, fmu_paths["case_behaviour"])
+    page.get_by_role("link", name="New study").click()
+    for name, values in (("mode", "0, 1"), ("k", "1, 2")):
+        page.get_by_label(f"Vary {name}", exact=True).check()
+        page.get_by_label(f"Values of {name}", exact=True).fill(values)
+    page.get_by_role("button", name="Start study").click()
+    expect(page.locator("#study-status")).to_have_text("Succeeded", timeout=RUN_TIMEOUT_MS)
+    expect(page.locator("#study-count-failed")).to_have_text("2")
+    failed = page.locator("#failed-list li")
+    expect(failed).to_have_count(2)
+    for item in failed.all():
+        expect(item).to_contain_text("mode = 1")
+        expect(item).to_contain_text("model_crashed")
+    expect(page.locator("#scatter g.points path.point")).to_have_count(2)  # the two that ran
+    journey.screenshot("study-failed-cases")
+
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Studies").click()
-    expect(page.locator("tbody tr")).to_have_count(2)
+    expect(page.locator("tbody tr")).to_have_count(3)
     assert journey.third_party_requests() == []
     assert journey.failures() == []
     assert journey.script_errors == []

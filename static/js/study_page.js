@@ -38,7 +38,11 @@
     parcoords: byId("parcoords"),
     table: byId("cases"),
     note: byId("cases-note"),
+    failed: byId("failed-cases"),
+    failedList: byId("failed-list"),
+    failedNote: byId("failed-note"),
   };
+  const FAILED_SHOWN = 100;
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
   const state = { rows: [], statistics: [], sortKey: "index", sortDescending: false, fingerprint: "" };
@@ -107,6 +111,7 @@
         lastSummary = Date.now();
         summarised = seen;
         await loadSummary(done);
+        if (study.cases.failed > 0) await loadFailed(study.cases.failed);
       }
       if (done) return;
       // Poll fast while the study moves; back off while nothing changes.
@@ -131,6 +136,35 @@
     elements.message.textContent = done ? "" : "Showing the cases that have ended so far.";
     renderTable();
     renderPlots();
+  }
+
+  // The failed cases with their error's code and message (the summary has only the code).
+  async function loadFailed(count) {
+    let page;
+    try {
+      page = await getJson(config.cases_url + "?status=failed&limit=" + FAILED_SHOWN);
+    } catch (error) {
+      elements.failedNote.textContent = "Could not load the failed cases: " + error.message;
+      elements.failed.hidden = false;
+      return;
+    }
+    elements.failedList.replaceChildren(
+      ...page.results.map((item) => {
+        const line = document.createElement("li");
+        const name = document.createElement("strong");
+        name.textContent = "Case " + item.index;
+        const code = document.createElement("code");
+        code.textContent = item.error ? item.error.code : "";
+        const values = Object.entries(item.parameters)
+          .map(([key, value]) => key + " = " + formatValue(value))
+          .join(", ");
+        line.append(name, " (" + values + "): ", code, " — " + (item.error ? item.error.message : ""));
+        return line;
+      }),
+    );
+    elements.failedNote.textContent =
+      count > page.results.length ? "The first " + page.results.length + " of " + count + " failed cases." : "";
+    elements.failed.hidden = false;
   }
 
   function formatValue(value) {
