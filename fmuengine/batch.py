@@ -25,7 +25,9 @@ Each case is judged as a single run of it would be, with the same error codes:
   batch. A case that hit the memory limit after other cases ran in its process is run
   once more in a fresh job, so that what earlier cases left behind (leaks) cannot give
   it a verdict a single run of it would not get;
-- `should_cancel` ends the batch: the cases without an outcome are `cancelled`.
+- `should_cancel` ends the batch: the cases without an outcome are `cancelled`, the one
+  that was running with a single run's message (`CANCELLED_MESSAGE`), the ones that
+  never started with `NOT_STARTED_MESSAGE`.
 
 Throughput, measured with a throwaway script (not a test): 1,000 cases of the
 `bouncing_ball` test FMU (start values h and e differing), 2 worker processes, each
@@ -83,11 +85,15 @@ from fmuengine.runner import (
 from fmuengine.sandbox_client import SandboxConnection, SandboxUnavailable, connection_pool
 from fmuengine.verdict import CANCELLED, FAILED, PLATFORM_ERROR, Verdict, judge_loading
 
-__all__ = ["CaseOutcome", "run_batch"]
+__all__ = ["CANCELLED_MESSAGE", "NOT_STARTED_MESSAGE", "CaseOutcome", "run_batch"]
 
 logger = logging.getLogger(__name__)
 
 PROTOCOL_MESSAGE = "The model broke the batch's case markers; the case was stopped."
+# A cancelled case that was running (its message is a single run's), and one that never
+# started: a caller that charges for what ran can tell them apart.
+CANCELLED_MESSAGE = "The run was cancelled."
+NOT_STARTED_MESSAGE = "The case was cancelled before it started."
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,22 @@ class _Batch:
             if outcome.result is not None:  # the caller has it: not held twice
                 outcome = replace(outcome, result=None)
         self.outcomes.append(outcome)
+
+    def cancel_running(self, finished: dict[str, Any]) -> None:
+        """The case the cancel stopped while it ran (the ones after it never started)."""
+        if self.next < self.count:
+            self.record(
+                CaseOutcome(
+                    index=self.next,
+                    status=CANCELLED,
+                    error_code=RunErrorCode.CANCELLED,
+                    message=CANCELLED_MESSAGE,
+                    result=None,
+                    log_tail="",
+                    cpu_seconds=float(finished.get("case_cpu_seconds") or 0.0),
+                    wall_seconds=float(finished.get("case_wall_seconds") or 0.0),
+                )
+            )
 
     def end_all(self, status: str, code: str, message: str) -> None:
         while self.next < self.count:
@@ -458,15 +480,19 @@ def run_batch(
                     logger.error("the sandbox server stopped answering; dropped it")
                     message = "The sandbox stopped responding; the run was stopped."
                     batch.end_all(PLATFORM_ERROR, RunErrorCode.SANDBOX_FAILED, message)
+                else:  # the job was not stopped in time: its case was running
+                    batch.cancel_running({})
                 break
             if finished.get("killed_by") == "cancelled":
                 batch.remove(RESULT_FILE, ERROR_FILE, LOG_FILE)
+                if finished.get("current_case") == batch.next:
+                    batch.cancel_running(finished)
                 break
             if not finished.get("retry"):
                 batch.job_ended(finished, first, ended)
             else:
                 batch.remove(RESULT_FILE, ERROR_FILE, LOG_FILE)
-        batch.end_all(CANCELLED, RunErrorCode.CANCELLED, "The run was cancelled.")
+        batch.end_all(CANCELLED, RunErrorCode.CANCELLED, NOT_STARTED_MESSAGE)
         return batch.outcomes
     except SandboxUnavailable as error:
         logger.error("sandbox failure in a batch: %s", error)

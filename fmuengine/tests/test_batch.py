@@ -17,7 +17,7 @@ import fmpy
 import numpy as np
 import pytest
 
-from fmuengine.batch import CaseOutcome, run_batch
+from fmuengine.batch import CANCELLED_MESSAGE, NOT_STARTED_MESSAGE, CaseOutcome, run_batch
 from fmuengine.protocol import SandboxLimits, batch_results_file, case_file
 from fmuengine.sandbox.cases import KILLED_PROTOCOL, CaseTracker
 from fmuengine.tests.sandbox_runs import load_result, run, sha256_of, slot_processes
@@ -219,6 +219,9 @@ def test_cancel_ends_the_batch_and_leaves_the_rest_cancelled(fmu_paths):
     assert [(o.status, o.error_code) for o in outcomes] == [("succeeded", None)] * 2 + [
         ("cancelled", "cancelled")
     ] * 4
+    # Case 2 was running (and used CPU); the ones after it never started.
+    assert outcomes[2].message == CANCELLED_MESSAGE and outcomes[2].cpu_seconds > 0.1
+    assert {o.message for o in outcomes[3:]} == {NOT_STARTED_MESSAGE}
     assert ended == list(range(6))
     assert time.monotonic() - started < 4
     assert slot_processes() == []
@@ -228,9 +231,9 @@ def test_cancel_ends_the_batch_and_leaves_the_rest_cancelled(fmu_paths):
 def test_a_cancel_before_the_first_case_runs_nothing(fmu_paths):
     outcomes = batch(fmu_paths["bouncing_ball"], [{}, {}], should_cancel=lambda: True)
 
-    assert [(o.index, o.status, o.error_code) for o in outcomes] == [
-        (0, "cancelled", "cancelled"),
-        (1, "cancelled", "cancelled"),
+    assert [(o.index, o.status, o.error_code, o.message) for o in outcomes] == [
+        (0, "cancelled", "cancelled", NOT_STARTED_MESSAGE),
+        (1, "cancelled", "cancelled", NOT_STARTED_MESSAGE),
     ]
 
 
