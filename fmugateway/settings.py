@@ -399,6 +399,9 @@ STUDY_PARALLEL_CHUNKS = env_int("STUDY_PARALLEL_CHUNKS", 8)
 # A chunk whose worker stopped renewing its lease puts its cases back in the queue, at
 # most this many times per case; then they fail as worker_lost (refunded).
 STUDY_CASE_MAX_ATTEMPTS = env_int("STUDY_CASE_MAX_ATTEMPTS", 3)
+# A study with queued cases and no chunk claimed or ended for this long lost its tickets
+# (a broker flushed): reconciliation sends it one more.
+STUDY_STALLED_SECONDS = env_int("STUDY_STALLED_SECONDS", 600)
 
 # --- the sandbox: a worker takes no run below the required isolation (fail closed) ----
 # "full": namespaces, a uid per run, cgroups, a disk quota, seccomp and rlimits, all of

@@ -6,8 +6,9 @@ process for the chunk, a fresh FMU instance per case, a fresh process after a ca
 crashed), writes the chunk's two columnar files (simulations.studies.tables), records
 every case, gives back the cents of the cases that failed through the platform's fault
 or never started because of a cancel (one give-back per chunk; simulations.run_errors
-decides whose fault), and queues one more ticket while cases remain. So a study holds no worker slot longer than one chunk,
-and a run waiting on the default queue takes the next slot that frees (docs/studies.md).
+decides whose fault), and queues one more ticket while cases remain. So a study holds
+no worker slot longer than one chunk, and a run waiting on the default queue takes the
+next slot that frees (docs/studies.md).
 
 A chunk is sized to about STUDY_CHUNK_SECONDS of work from the study's finished chunks
 (its first one has STUDY_FIRST_CHUNK_CASES). Its worker renews its lease while it runs;
@@ -33,14 +34,14 @@ from typing import Any
 from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, Max, Sum
+from django.db.models import Count, Exists, F, Max, OuterRef, Sum
 from django.utils import timezone
 
 from billing.charges import Charge
 from billing.services import study_charge_give_back
 from core.storage import delete_stored_file, open_stored_file, stored_file_local_path
 from fmuengine.protocol import RunErrorCode
-from simulations.models import Study, StudyCase, StudyCaseStatus, StudyChunk
+from simulations.models import Study, StudyCase, StudyCaseStatus, StudyChunk, StudyStatus
 from simulations.run_errors import AppRunErrorCode, refund_due
 from simulations.services.execution import sandbox_limits, sandbox_params
 from simulations.services.studies import STUDY_CHUNK_TASK, study_cases_cents
@@ -511,7 +512,34 @@ def reconcile_stale_study_chunks() -> int:
     )
     for chunk_id, study_id in stale:
         _chunk_reconcile(chunk_id, study_id)
+    _stalled_studies_wake(now=timezone.now())
     return len(stale)
+
+
+def _stalled_studies_wake(*, now) -> int:
+    """One more ticket for each study that has queued cases but no chunk running and none
+    claimed or ended for STUDY_STALLED_SECONDS: its tickets were lost (a broker flushed
+    or failed over). A ticket still waiting behind other work only means one ticket too
+    many, which ends quietly or runs a chunk."""
+    quiet_since = now - timedelta(seconds=settings.STUDY_STALLED_SECONDS)
+    chunks = StudyChunk.objects.filter(study=OuterRef("pk"))
+    stalled = list(
+        Study.objects.filter(
+            status__in=[StudyStatus.QUEUED, StudyStatus.RUNNING],
+            cancel_requested_at__isnull=True,
+            created_at__lt=quiet_since,
+        )
+        .filter(
+            Exists(StudyCase.objects.filter(study=OuterRef("pk"), status=StudyCaseStatus.QUEUED))
+        )
+        .exclude(Exists(chunks.filter(finished_at__isnull=True)))
+        .exclude(Exists(chunks.filter(finished_at__gte=quiet_since)))
+        .values_list("pk", flat=True)
+    )
+    for study_id in stalled:
+        logger.warning("study %s had queued cases and no ticket at work: one more sent", study_id)
+        _tickets_send(study_id, 1)
+    return len(stalled)
 
 
 def _chunk_reconcile(chunk_id: int, study_id) -> None:

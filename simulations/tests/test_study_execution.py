@@ -4,6 +4,7 @@ Two real workers: test_study_workers.py."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import timedelta
 
@@ -306,3 +307,46 @@ def test_a_cancel_stops_a_running_chunk_and_its_unstarted_cases_are_refunded(
     assert credit_balance(user=user) == 88 + 4 * 2  # cases 2..5 never started
     rows = list(summary_iter_rows(study))
     assert [(row[0], row[1]) for row in rows] == sorted(ended.items())
+
+
+def test_a_study_whose_tickets_were_lost_gets_one_more(
+    user, bouncing_ball, redis_broker_url, monkeypatch
+):
+    import functools
+
+    import redis
+
+    from fmugateway.celery import app as celery_app
+
+    connection = celery_app.connection_for_write(redis_broker_url)
+    monkeypatch.setattr(
+        celery_app, "send_task", functools.partial(celery_app.send_task, connection=connection)
+    )
+    queue = redis.Redis.from_url(redis_broker_url)
+    design = {"kind": "grid", "parameters": {"e": [0.5, 0.6, 0.7]}}
+    lost, _ = study_create(
+        owner=user, model=bouncing_ball, request={"base": BASE, "design": design}
+    )
+    busy, _ = study_create(
+        owner=user, model=bouncing_ball, request={"base": BASE, "design": design}
+    )
+    recent, _ = study_create(
+        owner=user, model=bouncing_ball, request={"base": BASE, "design": design}
+    )
+    young, _ = study_create(
+        owner=user, model=bouncing_ball, request={"base": BASE, "design": design}
+    )
+    long_ago = timezone.now() - timedelta(hours=1)
+    Study.objects.exclude(pk=young.pk).update(created_at=long_ago)
+    StudyChunk.objects.create(
+        study=busy, number=1, lease_expires_at=timezone.now() + timedelta(minutes=1)
+    )
+    StudyChunk.objects.create(study=recent, number=1, finished_at=timezone.now())
+    queue.delete("studies")  # the tickets are lost (the bindings stay)
+
+    assert reconcile_stale_study_chunks() == 0
+    assert queue.llen("studies") == 1
+    message = json.loads(queue.lpop("studies"))
+    assert message["headers"]["task"] == "simulations.tasks.run_study_chunk_task"
+    assert str(lost.pk) in message["headers"]["argsrepr"]  # the study that lost them
+    connection.release()
