@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from django.db.models import Max, Min, Q
 
@@ -366,7 +367,7 @@ def case_trace(study: Study, index: int) -> np.ndarray | None:
         if not groups:
             return None
         table = parquet.read_row_groups(groups)
-    table = table.filter(pa.compute.equal(table.column("case"), index))
+    table = table.filter(pc.equal(table.column("case"), index))
     if table.num_rows == 0:
         return None
     names = [name for name in table.schema.names if name != "case"]
