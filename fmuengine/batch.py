@@ -37,7 +37,9 @@ case; timed after set-up (sandbox server started, model prepared), CPU summed ov
 worker's process tree. On this 2-core machine, shared with other work (load 4-7),
 alternating 6 rounds: bare median 136 cases/s and 5.7 ms CPU a case, batches median 118
 cases/s and 6.3 ms CPU a case; throughput ratio batch/bare per round 0.62-1.04, median
-0.96. What a case costs beyond its simulate_fmu call, per process: runner ~0.37 ms
+0.96. With chunks of 125 (4 rounds): bare 206 cases/s, 7.0 ms; batches 205 cases/s,
+8.4 ms; ratio 0.73-1.42, median 0.86; extra CPU 1.0-2.2 ms a case. What a case costs
+beyond its simulate_fmu call, per process: runner ~0.37 ms
 (event, parsing and copying the result, on_case), server ~0.18 ms (relaying the event),
 monitor ~0.1-0.3 ms, the model process's own bookkeeping between cases, and ~30 ms of
 CPU per job (jail, model load) spread over its cases. The noise of the shared machine

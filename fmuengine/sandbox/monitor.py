@@ -314,26 +314,10 @@ def run_monitor(setup: JailSetup, fds: dict[str, int]) -> NoReturn:
             fds[f"{name}_r"], fds[f"{name}_w"] = os.pipe()
         pid = os.fork()
         if pid == 0:
-            for name in (
-                "status_w",
-                "request_r",
-                "setup_r",
-                "lifeline_w",
-                "go_w",
-                "ns_r",
-                "case_r",
-            ):
+            for name in MONITOR_ENDS:
                 os.close(fds.pop(name))
             _model_process(setup, fds)
-        for name in (
-            "progress_w",
-            "setup_w",
-            "lifeline_r",
-            "job_r",
-            "go_r",
-            "ns_w",
-            "case_w",
-        ):
+        for name in MODEL_ENDS:
             os.close(fds.pop(name))
         cgroup = None
         if setup.cgroups is not None:
@@ -349,6 +333,9 @@ def run_monitor(setup: JailSetup, fds: dict[str, int]) -> NoReturn:
     os._exit(0)
 
 
+# The pipe ends each side of the fork closes (the other side's).
+MONITOR_ENDS = ("status_w", "request_r", "setup_r", "lifeline_w", "go_w", "ns_r", "case_r")
+MODEL_ENDS = ("progress_w", "setup_w", "lifeline_r", "job_r", "go_r", "ns_w", "case_w")
 CGROUP_POOL_SIZE = 4  # a server has at most a running job, a preparation and a spare
 
 
