@@ -9,16 +9,17 @@ import the names below from `simulations.services`; the modules are how they are
     retention  the beat's pass over expired results, unused models and orphaned files
     lifecycle  every status change of a run, each one conditional UPDATE: the state machine
     studies    studies as callers ask for them: quote, create (paid once), cancel, delete
-    study_execution  the worker's side of a study: claim a chunk, run it, record it,
-               reconcile chunks whose worker died
+    study_execution  the worker's side of a study: claim a chunk, run it, record it
+    study_reconcile  chunks whose worker died, studies whose tickets were lost
     study_lifecycle  every status change of a study, and its counters
     errors     FMURejected (conflicts are core.errors.Conflict, with their ProblemCode)
 
 Imports go one way (pyproject.toml's layers contract). Within the package: runs,
 execution and retention use lifecycle and models, never each other; the lifecycles use
 no other service; studies use runs (the request fingerprint); study_execution uses
-studies and execution (a run's sandbox limits). Across apps: simulations imports billing
-(the Charge, billing.services' run_charge_* and study_charge_*), never the reverse.
+studies and execution (a run's sandbox limits); study_reconcile uses studies. Across
+apps: simulations imports billing (the Charge, billing.services' run_charge_* and
+study_charge_*), never the reverse.
 Tasks and services: see simulations/tasks.py.
 """
 
@@ -58,10 +59,8 @@ from simulations.services.studies import (
     study_delete,
     study_quote,
 )
-from simulations.services.study_execution import (
-    reconcile_stale_study_chunks,
-    study_chunk_execute,
-)
+from simulations.services.study_execution import study_chunk_execute
+from simulations.services.study_reconcile import reconcile_stale_study_chunks
 
 __all__ = [
     "STUDY_CHUNK_TASK",

@@ -247,6 +247,13 @@ def _enqueue(study_id: uuid.UUID, tickets: int) -> None:
         current_app.send_task(STUDY_CHUNK_TASK, args=[str(study_id)])
 
 
+def study_tickets_send(*, study_id: uuid.UUID | str, count: int) -> None:
+    """Queue `count` more tickets (after commit), if cases are still queued: a chunk's
+    successor, or reconciliation's for requeued cases or lost tickets."""
+    if StudyCase.objects.filter(study_id=study_id, status=StudyCaseStatus.QUEUED).exists():
+        _enqueue(uuid.UUID(str(study_id)), count)
+
+
 def study_cases_cents(study: Study, cases: int) -> int:
     """What `cases` of this study were paid: its price shared evenly between its cases."""
     if not study.case_count:

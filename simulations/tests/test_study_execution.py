@@ -15,11 +15,8 @@ from django.utils import timezone
 
 from simulations.models import Study, StudyCase, StudyCaseStatus, StudyChunk, StudyStatus
 from simulations.services.studies import study_cancel, study_create
-from simulations.services.study_execution import (
-    chunk_size,
-    reconcile_stale_study_chunks,
-    study_chunk_execute,
-)
+from simulations.services.study_execution import chunk_size, study_chunk_execute
+from simulations.services.study_reconcile import reconcile_stale_study_chunks
 from simulations.studies.summary import SummarySpec, summary_compute
 from simulations.studies.tables import case_trace, summary_columns, summary_iter_rows
 
