@@ -119,27 +119,36 @@ def chunk_size(study: Study) -> int:
     written) plus its cases' own wall time; sizing by the whole time per case would count
     the fixed part once per case and keep small chunks small. So the two are measured
     apart: the next chunk gets what fits in what is left of STUDY_CHUNK_SECONDS after the
-    fixed part (at least one case)."""
+    fixed part (at least one case), and no more than its share of the cases left."""
     recent = (
         StudyChunk.objects.filter(study=study, finished_at__isnull=False, summary_name__gt="")
         .annotate(cases_count=Count("cases"), cases_wall=Sum("cases__wall_seconds"))
         .order_by("-number")[:PACE_CHUNKS]
     )
-    chunks = seconds = cases_wall = 0.0
+    seconds = cases_wall = 0.0
+    fixed: float | None = None
     count = 0
     for chunk in recent:
         assert chunk.finished_at is not None
-        chunks += 1
-        seconds += (chunk.finished_at - chunk.started_at).total_seconds()
+        elapsed = (chunk.finished_at - chunk.started_at).total_seconds()
+        seconds += elapsed
         cases_wall += chunk.cases_wall or 0.0
         count += chunk.cases_count
-    if not count or seconds <= 0:
+        # The least fixed part seen: a worker's first chunk also starts its sandbox
+        # server and prepares the model, once.
+        own = max(0.0, elapsed - (chunk.cases_wall or 0.0))
+        fixed = own if fixed is None else min(fixed, own)
+    if not count or seconds <= 0 or fixed is None:
         return max(1, settings.STUDY_FIRST_CHUNK_CASES)
     per_case = max(cases_wall, seconds / 10) / count  # a case costs something, whatever said
-    fixed = max(0.0, seconds - cases_wall) / chunks
     budget = max(settings.STUDY_CHUNK_SECONDS - fixed, settings.STUDY_CHUNK_SECONDS / 4)
-    size = int(budget / per_case)
-    return max(1, min(settings.STUDY_MAX_CHUNK_CASES, size))
+    size = min(settings.STUDY_MAX_CHUNK_CASES, int(budget / per_case))
+    # Towards the end, smaller: a share of what is left per parallel chunk, so that the
+    # last chunks end together rather than one slot finishing a large one alone; never
+    # below a quarter of the full size, where the fixed part would dominate.
+    queued = StudyCase.objects.filter(study=study, status=StudyCaseStatus.QUEUED).count()
+    share = -(-queued // max(1, settings.STUDY_PARALLEL_CHUNKS))
+    return max(1, min(size, max(share, size // 4), queued))
 
 
 def _lease() -> timedelta:
