@@ -38,6 +38,7 @@ from django.utils import timezone
 from billing.charges import Charge
 from billing.services import study_charge_give_back
 from core.storage import delete_stored_file, open_stored_file, stored_file_local_path
+from fmuengine import batch
 from fmuengine.protocol import RunErrorCode
 from simulations.models import Study, StudyCase, StudyCaseStatus, StudyChunk
 from simulations.run_errors import AppRunErrorCode, refund_due
@@ -207,8 +208,6 @@ def _chunk_run(
     work_dir: Path,
 ) -> ChunkTables:
     """Run the chunk's cases in one batch; fills `ends` and the chunk's tables."""
-    from fmuengine.batch import run_batch
-
     spec = SummarySpec.from_json(study.summary_spec)
     model = study.model
     assert model is not None
@@ -220,7 +219,7 @@ def _chunk_run(
         parameter_types={name: types.get(name, "") for name in study.parameters},
     )
     base = sandbox_params(study.base)
-    batch = [
+    case_params = [
         {**base, "start_values": {**(base.get("start_values") or {}), **case.values}}
         for case in cases
     ]
@@ -251,9 +250,9 @@ def _chunk_run(
             end.rows = None
 
     try:
-        outcomes = run_batch(
+        outcomes = batch.run_batch(
             fmu_path=_model_file(study, work_dir),
-            cases=batch,
+            cases=case_params,
             limits=sandbox_limits(study.base),
             model_key=model.sha256,
             on_case=on_case,
@@ -461,16 +460,16 @@ def _cases_write(cases: list[StudyCase]) -> None:
         return
     table = StudyCase._meta.db_table
     for start in range(0, len(cases), 500):
-        batch = cases[start : start + 500]
+        part = cases[start : start + 500]
         rows = ", ".join(
             [
                 "(%s::bigint, %s, %s, %s, %s::jsonb, %s::integer, %s::double precision, "
                 "%s::double precision)"
             ]
-            * len(batch)
+            * len(part)
         )
         values: list[Any] = []
-        for case in batch:
+        for case in part:
             values += [
                 case.pk,
                 case.status,
