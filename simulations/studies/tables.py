@@ -39,6 +39,7 @@ from django.db.models import Max, Min, Q
 
 from core.storage import open_stored_file, store_file
 from simulations.models import Study, StudyCase
+from simulations.studies.summary import SummarySpec
 
 SUMMARY_FIXED_COLUMNS = ["index", "status", "error_code"]
 ROWS_PER_BATCH = 8192
@@ -75,8 +76,6 @@ def summary_columns(study: Study) -> list[str]:
 
 
 def statistic_columns(study: Study) -> list[str]:
-    from simulations.studies.summary import SummarySpec
-
     return list(SummarySpec.from_json(study.summary_spec).columns())
 
 
