@@ -144,11 +144,15 @@ def chunk_size(study: Study) -> int:
     per_case = max(cases_wall, seconds / 10) / count  # a case costs something, whatever said
     budget = max(settings.STUDY_CHUNK_SECONDS - fixed, settings.STUDY_CHUNK_SECONDS / 4)
     size = min(settings.STUDY_MAX_CHUNK_CASES, int(budget / per_case))
-    # Towards the end, smaller: a share of what is left per parallel chunk, so that the
-    # last chunks end together rather than one slot finishing a large one alone; never
-    # below a quarter of the full size, where the fixed part would dominate.
+    # Towards the end, smaller: a share of what is left per slot working on the study
+    # (its running chunks and this one), so that the last chunks end together rather than
+    # one slot finishing a large one alone; never below a quarter of the full size, where
+    # the fixed part would dominate. (Not per ticket sent: tickets outnumber the slots
+    # that take them, and dividing by STUDY_PARALLEL_CHUNKS made chunks of ~0.5 s on a
+    # 2-slot worker, their fixed part ~15% of the study's time.)
     queued = StudyCase.objects.filter(study=study, status=StudyCaseStatus.QUEUED).count()
-    share = -(-queued // max(1, settings.STUDY_PARALLEL_CHUNKS))
+    running = StudyChunk.objects.filter(study=study, finished_at__isnull=True).count()
+    share = -(-queued // (running + 1))
     return max(1, min(size, max(share, size // 4), queued))
 
 

@@ -162,7 +162,6 @@ def test_chunks_grow_to_the_chunk_time_from_the_study_pace(user, bouncing_ball, 
     settings.STUDY_FIRST_CHUNK_CASES = 4
     settings.STUDY_CHUNK_SECONDS = 1000.0
     settings.STUDY_MAX_CHUNK_CASES = 50
-    settings.STUDY_PARALLEL_CHUNKS = 1
     design = {"kind": "grid", "parameters": {"e": {"start": 0.5, "stop": 0.9, "num": 60}}}
     study, _ = study_create(
         owner=user, model=bouncing_ball, request={"base": BASE, "design": design}
@@ -174,9 +173,11 @@ def test_chunks_grow_to_the_chunk_time_from_the_study_pace(user, bouncing_ball, 
     study_chunk_execute(study_id=study.pk)
     sizes = [chunk.cases.count() for chunk in StudyChunk.objects.filter(study=study)]
     assert sizes == [4, 50]
-    # The last chunks take their share of what is left (6 cases, 4 chunks at once: 2),
-    # but no less than a quarter of the chunk the pace allows.
-    settings.STUDY_PARALLEL_CHUNKS = 4
+    # The last chunks take their share of what is left per slot working on the study
+    # (6 cases; 3 chunks running elsewhere and this one: 2), but no less than a quarter
+    # of the chunk the pace allows.
+    for number in (101, 102, 103):
+        StudyChunk.objects.create(study=study, number=number)
     settings.STUDY_MAX_CHUNK_CASES = 8
     assert chunk_size(study) == 2
     settings.STUDY_MAX_CHUNK_CASES = 20
