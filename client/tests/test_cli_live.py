@@ -30,6 +30,7 @@ def test_login_upload_run_and_result(gateway, fmu_paths, tmp_path):
     assert account.returncode == 0, account.stderr
     assert gateway.user.email in account.stdout
     assert "off" in account.stdout
+    assert "credit          $0.00 (0 runs)" in account.stdout  # money, since credit is money
 
     upload = fmugw("upload", str(fmu_paths["bouncing_ball"]))
     assert upload.returncode == 0, upload.stderr

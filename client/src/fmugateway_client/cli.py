@@ -214,7 +214,10 @@ def command_account(args: argparse.Namespace) -> int:
     if args.json:
         return print_json(account.raw)
     print(f"email           {account.email}")
-    print(f"credit balance  {account.credit_balance} runs")
+    if account.balance:
+        print(f"credit          {account.balance} ({account.credit_balance} runs)")
+    else:  # a server from before credit was money
+        print(f"credit balance  {account.credit_balance} runs")
     print(f"price per run   {account.price}")
     print(f"billing         {account.billing_mode}")
     return EXIT_OK

@@ -55,7 +55,9 @@ class Price:
 @dataclass(frozen=True)
 class Account:
     email: str
-    credit_balance: int
+    credit_balance: int  # whole runs the balance pays for at today's price
+    balance: str  # the credit as money, e.g. "$12.34" ("" from a server before money)
+    balance_cents: int
     price: Price
     billing_mode: str  # "off" (runs are free), "test" or "live"
     raw: dict[str, Any] = field(repr=False, compare=False)
@@ -65,6 +67,8 @@ class Account:
         return cls(
             email=data["email"],
             credit_balance=int(data.get("credit_balance") or 0),
+            balance=str(data.get("balance") or ""),
+            balance_cents=int(data.get("balance_cents") or 0),
             price=Price.from_json(data.get("price") or {}),
             billing_mode=data.get("billing_mode", "off"),
             raw=data,
