@@ -228,18 +228,14 @@ def _chunk_run(
         for case in cases
     ]
 
-    cancel_seen = False
-
     def on_case(outcome: Any) -> None:
-        nonlocal cancel_seen
         case = cases[outcome.index]
         end = _case_end(outcome, spec)
         if end.status == StudyCaseStatus.CANCELLED:
-            # The batch runs its cases in order: the first one the cancel ended was
-            # running (it ran, as a run cancelled while running: charged), the ones after
-            # it never started (refunded).
-            end.started = not cancel_seen
-            cancel_seen = True
+            # The case the cancel stopped while it ran is charged, as a run cancelled while
+            # running; the ones it never started are refunded. The engine says which (a
+            # cancel seen between two jobs stops no case: none of them is charged).
+            end.started = outcome.message != batch.NOT_STARTED_MESSAGE
         ends[case.index] = end
         trace = outcome.result if end.status == StudyCaseStatus.SUCCEEDED else None
         end.rows = tables.add_case(

@@ -315,6 +315,39 @@ def test_a_cancel_stops_a_running_chunk_and_its_unstarted_cases_are_refunded(
     assert [(row[0], row[1]) for row in rows] == sorted(ended.items())
 
 
+@pytest.mark.stripe
+def test_a_cancel_seen_before_the_first_case_charges_no_case(
+    user, bouncing_ball, billing_on, settings, monkeypatch
+):
+    """A cancel that lands after the chunk claimed its cases but before the engine started
+    the first one stops no running case: every case is refunded (the first used to be
+    charged as if it had been running)."""
+    from django.utils import timezone
+
+    from billing.selectors import credit_balance
+    from billing.tests.factories import LedgerEntryFactory
+    from simulations.services import study_execution
+
+    settings.STUDY_CASE_PRICE_CENTS = 2
+    LedgerEntryFactory(user=user, amount_cents=100)
+    design = {"kind": "grid", "parameters": {"e": {"start": 0.5, "stop": 0.9, "num": 4}}}
+    study, _ = study_create(
+        owner=user, model=bouncing_ball, request={"base": BASE, "design": design}
+    )
+    assert credit_balance(user=user) == 92
+
+    def cancelled_at_once(study_id, chunk_id):
+        Study.objects.filter(pk=study_id).update(cancel_requested_at=timezone.now())
+        return lambda: True
+
+    monkeypatch.setattr(study_execution, "_cancel_checker", cancelled_at_once)
+    study_chunk_execute(study_id=study.pk)
+
+    statuses = set(StudyCase.objects.filter(study=study).values_list("status", flat=True))
+    assert statuses == {StudyCaseStatus.CANCELLED}
+    assert credit_balance(user=user) == 100
+
+
 def test_a_study_whose_tickets_were_lost_gets_one_more(
     user, bouncing_ball, redis_broker_url, monkeypatch
 ):
