@@ -21,8 +21,8 @@ from datetime import datetime
 import numpy as np
 
 # 40 x 25 = 1,000 cases of the bouncing ball: restitution and gravity.
-E_VALUES = {"start": 0.5, "stop": 0.9, "num": 40}
-G_VALUES = {"start": 9.0, "stop": 10.0, "num": 25}
+E_VALUES: dict[str, float | int] = {"start": 0.5, "stop": 0.9, "num": 40}
+G_VALUES: dict[str, float | int] = {"start": 9.0, "stop": 10.0, "num": 25}
 STUDY_DESIGN = {"kind": "grid", "parameters": {"e": E_VALUES, "g": G_VALUES}}
 TARGET_RATIO = 0.8
 
@@ -30,7 +30,7 @@ TARGET_RATIO = 0.8
 def grid_cases() -> list[dict[str, float]]:
     """The design's cases as the study builds them: the first parameter varies slowest."""
     axes = [
-        np.linspace(values["start"], values["stop"], values["num"])
+        np.linspace(values["start"], values["stop"], int(values["num"]))
         for values in (E_VALUES, G_VALUES)
     ]
     return [{"e": float(e), "g": float(g)} for e, g in itertools.product(*axes)]
