@@ -31,7 +31,7 @@ import enum
 import itertools
 import math
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeGuard
 
@@ -40,6 +40,11 @@ import numpy as np
 from fmuengine.inspection import FMUSummary, VariableInfo, settable_variable_names
 from simulations.studies import sampling
 from simulations.studies.errors import InvalidStudyRequest, close_hint
+from simulations.studies.errors import bounds_check as _check_bounds
+from simulations.studies.errors import error_add as _add
+from simulations.studies.errors import names_text as _names
+from simulations.studies.errors import number_field as _number
+from simulations.studies.errors import unknown_keys_refuse as _refuse_unknown_keys
 
 if TYPE_CHECKING:
     from simulations.models import Model
@@ -574,10 +579,6 @@ def _numbers_json(box: Mapping[str, Any], value_type: ValueType) -> dict[str, An
 # --- small helpers -------------------------------------------------------------------------
 
 
-def _add(errors: dict[str, list[str]], where: str, message: str) -> None:
-    errors.setdefault(where, []).append(message)
-
-
 def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -585,32 +586,3 @@ def _is_int(value: Any) -> TypeGuard[int]:
 def _is_value(value: Any) -> bool:
     """A finite number or a boolean (whether the variable takes it is checked later)."""
     return isinstance(value, bool) or (isinstance(value, int | float) and math.isfinite(value))
-
-
-def _number(box: Mapping[str, Any], key: str, where: str, errors: dict[str, list[str]]) -> Any:
-    value = box.get(key)
-    if value is None:
-        _add(errors, f"{where}.{key}", f"Give {key}.")
-    elif isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        _add(errors, f"{where}.{key}", f"{key} must be a finite number, not {value!r}.")
-    else:
-        return value
-    return None
-
-
-def _check_bounds(low: Any, high: Any, where: str, errors: dict[str, list[str]]) -> None:
-    if low is not None and high is not None and not low < high:
-        _add(errors, f"{where}.high", f"high ({high}) must be greater than low ({low}).")
-
-
-def _refuse_unknown_keys(
-    box: Mapping[str, Any], allowed: Sequence[str], where: str, errors: dict[str, list[str]]
-) -> None:
-    for key in box:
-        if key not in allowed:
-            message = f"Unknown field {key!r}; this object takes {_names(allowed)}."
-            _add(errors, f"{where}.{key}", message + close_hint(key, allowed))
-
-
-def _names(names: Sequence[str]) -> str:
-    return ", ".join(str(name) for name in names)
