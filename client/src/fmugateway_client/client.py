@@ -5,12 +5,11 @@ for the run and returns its table."""
 from __future__ import annotations
 
 import os
-import sys
 import time
 import uuid
 import webbrowser
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Literal, TypeVar, overload
 
@@ -18,6 +17,7 @@ import requests
 
 from fmugateway_client import __version__
 from fmugateway_client.bodies import simulation_request, study_request
+from fmugateway_client.downloads import body_write
 from fmugateway_client.errors import (
     PaymentFailed,
     PaymentRequired,
@@ -29,7 +29,12 @@ from fmugateway_client.errors import (
     api_error_from_response,
     retry_after_seconds,
 )
-from fmugateway_client.notices import print_checkout_notice, print_study_checkout_notice
+from fmugateway_client.notices import (
+    attached_to_terminal,
+    payment_wait_limit,
+    print_checkout_notice,
+    print_study_checkout_notice,
+)
 from fmugateway_client.resources import Account, Model, Payment, Simulation, Variable
 from fmugateway_client.result import Result
 from fmugateway_client.studies import Study, StudyQuote
@@ -47,8 +52,6 @@ T = TypeVar("T")
 LONG_POLL_SECONDS = 25.0
 PROGRESS_POLL_SECONDS = 2.0
 PAYMENT_POLL_SECONDS = 2.0
-# How long past the Checkout Session's own expiry to keep waiting for its webhook.
-PAYMENT_EXPIRY_GRACE_SECONDS = 60.0
 PAGE_SIZE = 100
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 MAX_RETRY_SLEEP_SECONDS = 30.0
@@ -450,7 +453,7 @@ class Client:
             if payment.status in ("expired", "failed", "refunded"):
                 raise PaymentFailed(payment, f"the payment is {payment.status}")
             if limit is None:  # fixed on the first look, so it does not move with the clock
-                limit = _payment_wait_limit(expires_at or payment.expires_at)
+                limit = payment_wait_limit(expires_at or payment.expires_at)
             waited = time.monotonic() - started
             if waited >= limit:
                 raise PaymentTimeout(payment, waited)
@@ -489,7 +492,7 @@ class Client:
                 raise
             if checkout_notice is not None:
                 checkout_notice(required)
-            if open_browser and required.checkout_url and _attached_to_terminal():
+            if open_browser and required.checkout_url and attached_to_terminal():
                 webbrowser.open(required.checkout_url)
             paid = self.wait_for_payment(
                 required.payment_id,
@@ -507,18 +510,7 @@ class Client:
         final name. Returns the path (None for a file object)."""
         response = self._request("GET", path, params=params, stream=True)
         with response:
-            if not isinstance(target, str | os.PathLike):
-                _copy_body(response, target)
-                return None
-            final = Path(target)
-            partial = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.part")
-            try:
-                with partial.open("wb") as handle:
-                    _copy_body(response, handle)
-                partial.replace(final)
-            finally:
-                partial.unlink(missing_ok=True)
-        return final
+            return body_write(response, target)
 
     def _url(self, path: str) -> str:
         if path.startswith("/"):  # a path the API gave us, e.g. result_url
@@ -593,25 +585,5 @@ def _id(reference: ModelRef | RunRef) -> str:
     return reference.id if isinstance(reference, Model | Simulation) else str(reference)
 
 
-def _copy_body(response: requests.Response, handle: IO[bytes]) -> None:
-    try:
-        for chunk in response.iter_content(chunk_size=64 * 1024):
-            handle.write(chunk)
-    except requests.RequestException as error:
-        raise TransportError(f"the result download broke off: {error}") from error
-
-
 def _backoff(attempt: int) -> float:
     return min(0.5 * (1 << attempt), MAX_RETRY_SLEEP_SECONDS)
-
-
-def _payment_wait_limit(expires_at: datetime | None) -> float:
-    """Seconds from now until the Checkout link has expired, plus the grace."""
-    if expires_at is None:
-        return 3600.0
-    left = (expires_at - datetime.now(UTC)).total_seconds()
-    return max(left, 0.0) + PAYMENT_EXPIRY_GRACE_SECONDS
-
-
-def _attached_to_terminal() -> bool:
-    return sys.stdin.isatty() and sys.stderr.isatty()

@@ -3,8 +3,26 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 
 from fmugateway_client.errors import PaymentRequired
+
+# How long past a Checkout link's expiry the client still waits for the payment: a
+# payment made at the last second is fulfilled by a webhook a little later.
+PAYMENT_EXPIRY_GRACE_SECONDS = 60.0
+
+
+def payment_wait_limit(expires_at: datetime | None) -> float:
+    """Seconds from now until the Checkout link has expired, plus the grace."""
+    if expires_at is None:
+        return 3600.0
+    left = (expires_at - datetime.now(UTC)).total_seconds()
+    return max(left, 0.0) + PAYMENT_EXPIRY_GRACE_SECONDS
+
+
+def attached_to_terminal() -> bool:
+    """Whether a person is there to open a browser (stdin and stderr are a terminal)."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
 
 
 def print_checkout_notice(required: PaymentRequired) -> None:
