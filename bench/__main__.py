@@ -198,7 +198,7 @@ def main(parts: frozenset[str] = frozenset({"runs", "studies"})) -> int:
     worker = start_celery_worker(
         environment=environment, log_path=work / "worker.log", concurrency=2
     )
-    api_cpu, pool_cpu = CpuWindow(), CpuWindow()
+    api_cpu, pool_cpu, study_cpu = CpuWindow(), CpuWindow(), CpuWindow()
     try:
         user = user_create(email=f"bench-{time.time_ns()}@example.com", password=None)
         _key, plaintext = api_key_create(user=user)
@@ -208,7 +208,9 @@ def main(parts: frozenset[str] = frozenset({"runs", "studies"})) -> int:
         if "studies" in parts:
             warm_up = studies.WARM_UP_DESIGN
             studies.study_through_api(gateway.session, server.url, gateway.model_id, warm_up)
+            study_cpu.start()
             study = studies.study_through_api(gateway.session, server.url, gateway.model_id)
+            study_cpu.stop()
         if "runs" in parts:
             end_to_end = median_seconds(gateway.run_and_wait, REPEATS_END_TO_END)
             api_rate = api_throughput(gateway, api_cpu)
@@ -220,9 +222,16 @@ def main(parts: frozenset[str] = frozenset({"runs", "studies"})) -> int:
 
     if "studies" in parts:
         cases = studies.grid_cases()
+        careful_cpu = CpuWindow()
+        careful_cpu.start()
         careful = studies.loop_rate_in_two_processes(studies.careful_loop, fmu, cases)
+        careful_cpu.stop()
         naive = studies.loop_rate_in_two_processes(studies.naive_loop, fmu, cases)
         print("\n".join(studies.report_lines(study, careful, naive)))
+        print(f"  CPU per case, the study through the API ({study.cases:,} cases):")
+        print("\n".join(study_cpu.report_lines(study.cases, unit="case")))
+        print("  CPU per case, the careful fmpy loop (processes' start included):")
+        print("\n".join(careful_cpu.report_lines(len(cases), unit="case")))
     if "runs" not in parts:
         return 0
 

@@ -83,9 +83,9 @@ class CpuWindow:
                 label = component_of(times.command)
                 self.by_component[label] = self.by_component.get(label, 0.0) + used
 
-    def report_lines(self, runs: int) -> list[str]:
+    def report_lines(self, runs: int, unit: str = "run") -> list[str]:
         busy = self.machine_busy / runs * 1000
-        lines = [f"      machine busy {busy:6.1f} ms CPU per run, of it:"]
+        lines = [f"      machine busy {busy:6.1f} ms CPU per {unit}, of it:"]
         for label, seconds in sorted(self.by_component.items(), key=lambda item: -item[1]):
             if seconds / runs >= 0.0005:
                 lines.append(f"        {label:30s} {seconds / runs * 1000:6.1f} ms")

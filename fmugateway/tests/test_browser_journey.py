@@ -249,7 +249,9 @@ def test_with_billing_on_pricing_shows_the_packs_and_a_run_without_credit_offers
     page.goto("/")
     expect(page.locator(".banner")).to_have_text("Stripe test mode: no real money is charged.")
     expect(page.locator("#landing-price")).to_have_text("$1.00")
-    expect(page.get_by_text("10 runs for $9.00, 50 runs for $40.00")).to_be_visible()
+    expect(
+        page.get_by_text("$10.00 of credit for $9.00, $50.00 of credit for $40.00")
+    ).to_be_visible()
     journey.screenshot("landing-billing-on")
     sign_up(journey, "payer@example.com")
 

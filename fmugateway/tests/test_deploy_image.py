@@ -147,9 +147,10 @@ def test_the_worker_holds_no_stripe_key_and_runs_no_billing_task():
     worker = fly_entrypoint_arguments(config["processes"]["worker"])
     assert "STRIPE_*" in worker.unset_env
     assert worker.command[:4] == ["celery", "-A", "fmugateway", "worker"]
-    # No -Q: the default queue only. The billing queue is the billing group's.
-    assert "-Q" not in worker.command
-    assert "--queues" not in " ".join(worker.command)
+    # Runs (the default queue) and study chunks, runs first; never the billing queue,
+    # which is the billing group's.
+    assert worker.command[worker.command.index("-Q") + 1] == "celery,studies"
+    assert "billing" not in " ".join(worker.command)
     # Beat's schedule file in VAR_DIR, the one dir fmugw may write.
     assert worker.command[worker.command.index("-s") + 1].startswith("/app/var/")
     billing = fly_entrypoint_arguments(config["processes"]["billing"])
