@@ -76,12 +76,16 @@ class CpuWindow:
         after = _read_processes()
         self.machine_busy = _machine_busy_seconds() - self._busy_before
         self.by_component: dict[str, float] = {}
+        self.other_commands: dict[str, float] = {}
         for pid, times in after.items():
             previous = self._before.get(pid)
             used = times.cpu_seconds - (previous.cpu_seconds if previous else 0.0)
             if used > 0:
                 label = component_of(times.command)
                 self.by_component[label] = self.by_component.get(label, 0.0) + used
+                if label == "other":
+                    command = times.command[:60]
+                    self.other_commands[command] = self.other_commands.get(command, 0.0) + used
 
     def report_lines(self, runs: int, unit: str = "run") -> list[str]:
         busy = self.machine_busy / runs * 1000
@@ -89,4 +93,8 @@ class CpuWindow:
         for label, seconds in sorted(self.by_component.items(), key=lambda item: -item[1]):
             if seconds / runs >= 0.0005:
                 lines.append(f"        {label:30s} {seconds / runs * 1000:6.1f} ms")
+        others = sorted(self.other_commands.items(), key=lambda item: -item[1])[:3]
+        for command, seconds in others:
+            if seconds / runs >= 0.0005:
+                lines.append(f"          other: {command} {seconds / runs * 1000:6.1f} ms")
         return lines
