@@ -167,29 +167,29 @@ def parse_result(data: bytes, *, max_bytes: int) -> np.ndarray:
 
 
 def _parsed_result(data: bytes, max_bytes: int) -> np.ndarray:
-    size = len(data)
-    if size > max_bytes:
-        raise InvalidModelOutput("The result file is larger than the run's file size limit.")
-    header_end, shape, fortran_order, dtype = _read_npy_header(io.BytesIO(data), size)
-    _check_table_layout(shape, fortran_order, dtype)
-    rows = shape[0]
-    if header_end + rows * dtype.itemsize != size:
-        raise InvalidModelOutput("The result file's size does not match its header.")
+    header_end, rows, dtype = _checked_table(io.BytesIO(data), len(data), max_bytes)
     result = np.frombuffer(data, dtype=dtype, count=rows, offset=header_end).copy()
     _check_times(result["time"])
     return result
 
 
-def _loaded_result(fd: int, max_bytes: int) -> np.ndarray:
-    size = os.fstat(fd).st_size
+def _checked_table(stream: BinaryIO, size: int, max_bytes: int) -> tuple[int, int, np.dtype[Any]]:
+    """(data offset, rows, dtype) of an untrusted .npy result of `size` bytes, read from
+    `stream`: within the size limit, laid out as a result table (_check_table_layout),
+    and exactly as long as its header says. The one check the three readers share."""
     if size > max_bytes:
         raise InvalidModelOutput("The result file is larger than the run's file size limit.")
+    header_end, shape, fortran_order, dtype = _read_npy_header(stream, size)
+    _check_table_layout(shape, fortran_order, dtype)
+    rows = shape[0]
+    if header_end + rows * dtype.itemsize != size:
+        raise InvalidModelOutput("The result file's size does not match its header.")
+    return header_end, rows, dtype
+
+
+def _loaded_result(fd: int, max_bytes: int) -> np.ndarray:
     with os.fdopen(fd, "rb", closefd=False) as stream:
-        header_end, shape, fortran_order, dtype = _read_npy_header(stream, size)
-        _check_table_layout(shape, fortran_order, dtype)
-        rows = shape[0]
-        if header_end + rows * dtype.itemsize != size:
-            raise InvalidModelOutput("The result file's size does not match its header.")
+        header_end, rows, dtype = _checked_table(stream, os.fstat(fd).st_size, max_bytes)
         result = np.empty(rows, dtype=dtype)
         stream.seek(header_end)
         if stream.readinto(result.view(np.uint8).data) != rows * dtype.itemsize:
@@ -199,15 +199,8 @@ def _loaded_result(fd: int, max_bytes: int) -> np.ndarray:
 
 
 def _mapped_result(fd: int, max_bytes: int) -> np.ndarray:
-    size = os.fstat(fd).st_size
-    if size > max_bytes:
-        raise InvalidModelOutput("The result file is larger than the run's file size limit.")
     with os.fdopen(fd, "rb", closefd=False) as stream:
-        header_end, shape, fortran_order, dtype = _read_npy_header(stream, size)
-        _check_table_layout(shape, fortran_order, dtype)
-        rows = shape[0]
-        if header_end + rows * dtype.itemsize != size:
-            raise InvalidModelOutput("The result file's size does not match its header.")
+        header_end, rows, dtype = _checked_table(stream, os.fstat(fd).st_size, max_bytes)
         result = np.memmap(stream, dtype=dtype, mode="r", offset=header_end, shape=(rows,))
     _check_times(result["time"])
     return result
