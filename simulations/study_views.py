@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -23,6 +22,7 @@ from simulations.services import studies as study_services
 from simulations.studies.errors import InvalidStudyRequest
 from simulations.study_forms import StudyForm
 from simulations.study_serializers import quote_json
+from simulations.views import status_filtered_page
 
 STUDIES_PER_PAGE = 50
 
@@ -95,18 +95,8 @@ def _form_errors(form: StudyForm) -> dict[str, list[str]]:
 @login_required
 def study_list(request: HttpRequest) -> HttpResponse:
     studies = study_selectors.studies_for_owner(owner=request.user)
-    status = request.GET.get("status", "")
-    if status in StudyStatus.values:
-        studies = studies.filter(status=status)
-    else:
-        status = ""
-    page = Paginator(studies, STUDIES_PER_PAGE).get_page(request.GET.get("page"))
-    context = {
-        "page": page,
-        "studies": page.object_list,
-        "status": status,
-        "statuses": StudyStatus.choices,
-    }
+    context = status_filtered_page(request, studies, StudyStatus, STUDIES_PER_PAGE)
+    context["studies"] = context["page"].object_list
     return render(request, "simulations/study_list.html", context)
 
 

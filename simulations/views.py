@@ -8,6 +8,8 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db import models
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import redirect, render
@@ -185,21 +187,25 @@ def model_run(request: HttpRequest, model_id) -> HttpResponse:
     return redirect("portal:run", simulation_id=simulation.pk)
 
 
+def status_filtered_page(
+    request: HttpRequest, rows: QuerySet, statuses: type[models.TextChoices], per_page: int
+) -> dict:
+    """A list page's context: `rows` of the `?status=` asked for (all for none or an
+    unknown one), the `?page=` of them, and the statuses to choose from."""
+    status = request.GET.get("status", "")
+    if status in statuses.values:
+        rows = rows.filter(status=status)
+    else:
+        status = ""
+    page = Paginator(rows, per_page).get_page(request.GET.get("page"))
+    return {"page": page, "status": status, "statuses": statuses.choices}
+
+
 @login_required
 def run_list(request: HttpRequest) -> HttpResponse:
     runs = selectors.simulations_for_owner(owner=request.user)
-    status = request.GET.get("status", "")
-    if status in SimulationStatus.values:
-        runs = runs.filter(status=status)
-    else:
-        status = ""
-    page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
-    context = {
-        "page": page,
-        "runs": page.object_list,
-        "status": status,
-        "statuses": SimulationStatus.choices,
-    }
+    context = status_filtered_page(request, runs, SimulationStatus, RUNS_PER_PAGE)
+    context["runs"] = context["page"].object_list
     return render(request, "simulations/run_list.html", context)
 
 
