@@ -47,8 +47,9 @@ class ModelUploadForm(forms.Form):
     )
 
 
-class SimulationRunForm(forms.Form):
-    """One run of ``model``; start-value fields are built from the model's settable variables."""
+class ExperimentFields(forms.Form):
+    """The fields a run and a study's base share, first on both forms (SimulationRunForm
+    gives them the model's choices and defaults)."""
 
     fmi_type = forms.ChoiceField(label="Interface")
     start_time = forms.FloatField(label="Start time (s)", required=False)
@@ -64,6 +65,11 @@ class SimulationRunForm(forms.Form):
         required=False,
         help_text="Hold Ctrl (⌘ on a Mac) to select several. Empty: the model's outputs.",
     )
+
+
+class SimulationRunForm(ExperimentFields):
+    """One run of ``model``; start-value fields are built from the model's settable variables."""
+
     start_values_text = forms.CharField(
         label="Start values",
         required=False,

@@ -9,12 +9,12 @@ next to the parameter or field they name.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from django import forms
 
-from fmuengine.inspection import FMUSummary, VariableInfo, output_variable_names
-from simulations.forms import SimulationRunForm, _parse_start_value
+from fmuengine.inspection import VariableInfo
+from simulations.forms import ExperimentFields, SimulationRunForm, _parse_start_value
 from simulations.models import Model
 from simulations.studies.designs import DesignKind, Distribution, settable_variables
 from simulations.studies.summary import Statistic
@@ -50,23 +50,9 @@ class ParameterRow:
         return self["vary"]
 
 
-class StudyForm(forms.Form):
+class StudyForm(ExperimentFields):
     """A study of ``model``: the run fields every case shares, a design, and statistics."""
 
-    fmi_type = forms.ChoiceField(label="Interface")
-    start_time = forms.FloatField(label="Start time (s)", required=False)
-    stop_time = forms.FloatField(label="Stop time (s)", required=False)
-    output_interval = forms.FloatField(
-        label="Output interval (s)",
-        required=False,
-        min_value=1e-12,
-        help_text="Time between output points. Empty: chosen by the solver.",
-    )
-    output = forms.MultipleChoiceField(
-        label="Output variables",
-        required=False,
-        help_text="Hold Ctrl (⌘ on a Mac) to select several. Empty: the model's outputs.",
-    )
     kind = forms.ChoiceField(
         label="Design",
         choices=[(kind.value, label) for kind, label in DESIGN_KIND_LABELS.items()],
@@ -99,21 +85,18 @@ class StudyForm(forms.Form):
         self.model = model
         # The experiment and output fields are a run's: the same choices and defaults.
         run_form = SimulationRunForm(model=model)
-        for name in ("fmi_type", "start_time", "stop_time", "output_interval", "output"):
+        for name in ExperimentFields.base_fields:
             self.fields[name] = run_form.fields[name]
-        summary = FMUSummary.from_json(model.summary)
-        cast(forms.MultipleChoiceField, self.fields["output"]).initial = output_variable_names(
-            summary
-        )
+        settable = list(settable_variables(model).values())
         self.parameter_rows: list[ParameterRow] = []
-        for index, variable in enumerate(list(settable_variables(model).values())):
+        for index, variable in enumerate(settable):
             if index >= MAX_PARAMETER_ROWS:
                 break
             prefix = f"p{index}"
             for role, field in _parameter_fields(variable).items():
                 self.fields[f"{prefix}_{role}"] = field
             self.parameter_rows.append(ParameterRow(variable, prefix, self, []))
-        self.too_many_parameters = len(settable_variables(model)) > MAX_PARAMETER_ROWS
+        self.too_many_parameters = len(settable) > MAX_PARAMETER_ROWS
 
     # --- the request -------------------------------------------------------------------
 
